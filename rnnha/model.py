@@ -1,0 +1,250 @@
+"""RNN-HA: the RNN-based hierarchical attention model of Wei et al., "Coarse-to-Fine: A RNN-Based
+Hierarchical Attention Model for Vehicle Re-identification", ACCV 2018.
+
+A CNN gives a feature map f (h x w x d). Step 1 reads its global average x1 with a GRU (zero initial
+state) and classifies the output o1 into the coarse level (car model). A small "transformer" turns o1
+into a guidance vector w, which scores every spatial cell of f; the attended average x2 goes through
+the same GRU and o2 is classified into vehicle identities. At test time o2, l2-normalised, is the
+re-identification feature.
+
+Equation numbers follow the paper. With T > 2 levels (type -> model -> vehicle) every further step
+attends with guidance from the previous step's output, as the paper suggests.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbones import create_backbone, get_backbone_spec
+
+__all__ = ["RNNHAConfig", "RNNHA", "RNNHAHead", "RNNHAOutput", "hierarchical_loss", "IGNORE_INDEX"]
+
+IGNORE_INDEX = -100  # a missing label (PyTorch's cross-entropy default)
+EPSILON = 0.1  # Eq. 7: keeps every cell's weight above zero
+
+
+@dataclass
+class RNNHAConfig:
+    """Everything needed to rebuild an RNN-HA model and its preprocessing; round-trips through JSON."""
+
+    backbone: str = "efficientnet_lite0"
+    num_classes: list[int] = field(default_factory=lambda: [10, 100])  # per level, coarse first
+    level_names: list[str] = field(default_factory=lambda: ["model", "vehicle"])
+    hidden_size: int = 1024  # GRU hidden size (paper: 1024)
+    transformer_hidden: int | None = None  # width of the transformer's first FC; None: d
+    recurrent: str = "gru"  # "gru" (RNN-HA) or "fc" (ablation FC-HA: per-step FC layers, no recurrence)
+    attention: bool = True  # False: ablation RNN-H, every step reads GAP(f)
+    epsilon: float = EPSILON
+    dropout: float = 0.0  # before each classifier
+    pretrained_backbone: bool = False  # load the backbone's ImageNet weights when building
+    # preprocessing; None means the backbone's own (see rnnha.transforms.resolve_preprocessing)
+    input_size: int | list[int] | None = None  # side, or [height, width]
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    interpolation: str | None = None
+    class_names: list[list[str]] | None = None  # per level, optional
+
+    def __post_init__(self):
+        self.num_classes = [int(n) for n in self.num_classes]
+        self.level_names = list(self.level_names)
+        problems = []
+        if len(self.num_classes) < 2:
+            problems.append("num_classes needs at least two levels (coarse first, fine last)")
+        if any(n < 1 for n in self.num_classes):
+            problems.append(f"every level needs at least one class, got num_classes={self.num_classes}")
+        if len(self.level_names) != len(self.num_classes):
+            problems.append(
+                f"level_names {self.level_names} must name each of the {len(self.num_classes)} levels"
+            )
+        if self.recurrent not in ("gru", "fc"):
+            problems.append(f"recurrent must be 'gru' or 'fc', got {self.recurrent!r}")
+        if self.hidden_size < 1:
+            problems.append(f"hidden_size must be positive, got {self.hidden_size}")
+        if self.epsilon < 0:
+            problems.append(f"epsilon must be >= 0, got {self.epsilon}")
+        if self.class_names is not None:
+            sizes = [len(names) for names in self.class_names]
+            if sizes != self.num_classes:
+                problems.append(f"class_names sizes {sizes} do not match num_classes {self.num_classes}")
+        if problems:
+            raise ValueError("invalid RNNHAConfig: " + "; ".join(problems))
+        get_backbone_spec(self.backbone)  # unknown backbone: clear error now, not at build time
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.num_classes)
+
+    @property
+    def variant(self) -> str:
+        """The paper's name for this configuration."""
+        if not self.attention:
+            return "RNN-H" if self.recurrent == "gru" else "FC-H"
+        return "RNN-HA" if self.recurrent == "gru" else "FC-HA"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RNNHAConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown RNNHAConfig fields {unknown}; known fields: {sorted(known)}")
+        return cls(**data)
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+        if path is not None:
+            from .io import atomic_write_text
+
+            atomic_write_text(path, text + "\n")
+        return text
+
+    @classmethod
+    def from_json(cls, text_or_path: str | Path) -> "RNNHAConfig":
+        text = str(text_or_path)
+        if not text.lstrip().startswith("{"):
+            text = Path(text_or_path).read_text(encoding="utf-8")
+        return cls.from_dict(json.loads(text))
+
+
+@dataclass
+class RNNHAOutput:
+    logits: list[torch.Tensor]  # one B x n_t tensor per level, coarse first
+    embedding: torch.Tensor  # B x D, o_T / ||o_T||: the re-identification feature
+    attention: torch.Tensor  # B x h x w, the last step's map a (each sums to 1)
+    attentions: list[torch.Tensor]  # the map of every attending step (T - 1 of them)
+    outputs: list[torch.Tensor]  # o_t of every step, before normalisation
+
+
+class GuidanceTransformer(nn.Module):
+    """Eq. 5: w = FC(ReLU(FC(o_{t-1}))), no activation after the second FC (as in the authors' code)."""
+
+    def __init__(self, hidden_size: int, feature_dim: int, width: int):
+        super().__init__()
+        self.fc1 = nn.Linear(hidden_size, width)
+        self.fc2 = nn.Linear(width, feature_dim)
+
+    def forward(self, o: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.relu(self.fc1(o)))
+
+
+class HierarchicalAttention(nn.Module):
+    """Eq. 6-9: score every cell of f with the guidance w, normalise, pool."""
+
+    def __init__(self, epsilon: float = EPSILON):
+        super().__init__()
+        self.epsilon = epsilon
+
+    def forward(self, f: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # f: B x d x h x w (channels first), w: B x d
+        scores = torch.einsum("bdhw,bd->bhw", f, w)
+        scores = scores.to(torch.promote_types(scores.dtype, torch.float32))  # a sums to 1 under autocast
+        s = F.softplus(scores) + self.epsilon  # Eq. 6: s_ij = softplus(w^T f_ij)
+        a = s / s.sum(dim=(1, 2), keepdim=True)  # Eq. 7: a_ij = (s_ij + eps) / sum(s + eps)
+        x = (f * a.unsqueeze(1).to(f.dtype)).mean(dim=(2, 3))  # Eq. 8-9: x = 1/(hw) sum_ij a_ij f_ij
+        return x, a
+
+
+class FCStep(nn.Module):
+    """Ablation FC-HA: a fully connected layer per step in place of the GRU (no state carried)."""
+
+    def __init__(self, input_size: int, hidden_size: int):
+        super().__init__()
+        self.fc = nn.Linear(input_size, hidden_size)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
+        return F.relu(self.fc(x))
+
+
+class RNNHAHead(nn.Module):
+    """Everything of RNN-HA after the CNN: feature map f -> logits per level, embedding, attention."""
+
+    def __init__(self, config: RNNHAConfig, feature_dim: int):
+        super().__init__()
+        self.config = config
+        T, H, d = config.num_levels, config.hidden_size, feature_dim
+        if config.recurrent == "gru":
+            self.gru = nn.GRUCell(d, H)  # Eq. 1-4, one cell shared by every step
+        else:
+            self.fc_steps = nn.ModuleList(FCStep(d, H) for _ in range(T))
+        if config.attention:
+            width = config.transformer_hidden or d
+            self.transformers = nn.ModuleList(GuidanceTransformer(H, d, width) for _ in range(T - 1))
+            self.attend = HierarchicalAttention(config.epsilon)
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifiers = nn.ModuleList(nn.Linear(H, n) for n in config.num_classes)
+
+    def step(self, t: int, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        if self.config.recurrent == "gru":
+            return self.gru(x, h)  # o_t = h_t (Eq. 1-4)
+        return self.fc_steps[t](x)
+
+    def forward(self, f: torch.Tensor) -> RNNHAOutput:
+        B, d, hh, ww = f.shape
+        gap = f.mean(dim=(2, 3))  # x1 = GAP(f)
+        h = gap.new_zeros(B, self.config.hidden_size)  # zero initial state
+        uniform = f.new_full((B, hh, ww), 1.0 / (hh * ww))
+        logits, outputs, attentions = [], [], []
+        for t in range(self.config.num_levels):
+            if t == 0 or not self.config.attention:
+                x, a = gap, uniform  # step 1 (and every step of RNN-H) reads GAP(f)
+            else:
+                w = self.transformers[t - 1](h)  # guidance from o_{t-1} (Eq. 5)
+                x, a = self.attend(f, w)  # Eq. 6-9
+                attentions.append(a)
+            h = self.step(t, x, h)
+            outputs.append(h)
+            logits.append(self.classifiers[t](self.dropout(h)))
+        return RNNHAOutput(
+            logits=logits,
+            embedding=F.normalize(h.float(), dim=1),
+            attention=attentions[-1] if attentions else uniform,
+            attentions=attentions,
+            outputs=outputs,
+        )
+
+
+class RNNHA(nn.Module):
+    """Backbone CNN + RNN-HA head. forward(images) -> RNNHAOutput."""
+
+    def __init__(self, config: RNNHAConfig | None = None):
+        super().__init__()
+        self.config = config = config or RNNHAConfig()
+        self.backbone = create_backbone(config.backbone, pretrained=config.pretrained_backbone)
+        self.head = RNNHAHead(config, self.backbone.feature_dim)
+
+    def forward(self, images: torch.Tensor) -> RNNHAOutput:
+        return self.head(self.backbone(images))
+
+    def loss(self, output: RNNHAOutput, labels: torch.Tensor, label_smoothing: float = 0.0):
+        return hierarchical_loss(output.logits, labels, label_smoothing)
+
+
+def hierarchical_loss(
+    logits: list[torch.Tensor], labels: torch.Tensor, label_smoothing: float = 0.0
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Loss = sum over levels of cross-entropy (coarse CE + fine CE in the paper).
+
+    labels: B x T, IGNORE_INDEX where a level's label is missing. A level with no label in the batch
+    contributes zero (not NaN). Returns the total and the per-level losses.
+    """
+    if labels.dim() != 2 or labels.shape[1] != len(logits):
+        raise ValueError(f"labels must be B x {len(logits)} (one column per level), got {tuple(labels.shape)}")
+    per_level = []
+    for t, level_logits in enumerate(logits):
+        target = labels[:, t]
+        if (target != IGNORE_INDEX).any():
+            loss = F.cross_entropy(
+                level_logits.float(), target, ignore_index=IGNORE_INDEX, label_smoothing=label_smoothing
+            )
+        else:
+            loss = level_logits.sum() * 0.0  # keeps the graph, adds nothing
+        per_level.append(loss)
+    return torch.stack(per_level).sum(), per_level

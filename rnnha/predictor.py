@@ -1,0 +1,112 @@
+"""Inference: device and precision choice, batching, preprocessing; embed() and predict().
+
+CPU: bf16 autocast where the processor supports it (AVX-512 BF16 / AMX: 2-3x faster than fp32),
+CUDA: fp16 autocast. channels_last memory format, torch.inference_mode.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import torch
+
+from .images import load_image
+from .model import RNNHA, RNNHAOutput
+from .transforms import eval_transform
+
+__all__ = ["Predictor", "Prediction", "default_device", "default_dtype", "cpu_supports_bf16"]
+
+
+def cpu_supports_bf16() -> bool:
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:
+        return False
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    if device.type == "cuda":
+        return torch.float16
+    return torch.bfloat16 if cpu_supports_bf16() else torch.float32
+
+
+@dataclass
+class Prediction:
+    embedding: torch.Tensor  # D, unit norm
+    levels: dict[str, list[tuple[str, float]]]  # level name -> top-k (label, probability)
+    attention: torch.Tensor  # h x w, sums to 1
+
+
+class Predictor:
+    """A ready model: eval mode, on its device, with its preprocessing and label names."""
+
+    def __init__(self, model: RNNHA, device: str | torch.device | None = None,
+                 dtype: torch.dtype | None = None, batch_size: int = 32):
+        self.device = torch.device(device) if device is not None else default_device()
+        self.dtype = dtype if dtype is not None else default_dtype(self.device)
+        self.model = model.eval().to(self.device, memory_format=torch.channels_last)
+        self.config = model.config
+        self.transform = eval_transform(self.config)
+        self.batch_size = batch_size
+
+    def __repr__(self) -> str:
+        return (f"Predictor({self.config.variant}, backbone={self.config.backbone}, "
+                f"device={self.device}, dtype={self.dtype})")
+
+    @property
+    def level_names(self) -> list[str]:
+        return self.config.level_names
+
+    def class_names(self, level: int) -> list[str]:
+        names = self.config.class_names
+        return list(names[level]) if names else [str(i) for i in range(self.config.num_classes[level])]
+
+    def preprocess(self, images: Sequence) -> torch.Tensor:
+        """Images (paths, bytes, PIL, arrays) -> normalised batch on the CPU."""
+        return torch.stack([self.transform(load_image(image)) for image in images])
+
+    def _batches(self, images) -> Iterable[torch.Tensor]:
+        if isinstance(images, torch.Tensor):  # an already preprocessed batch
+            images = images if images.dim() == 4 else images.unsqueeze(0)
+            yield from images.split(self.batch_size)
+            return
+        images = list(images)
+        for i in range(0, len(images), self.batch_size):
+            yield self.preprocess(images[i:i + self.batch_size])
+
+    @torch.inference_mode()
+    def forward(self, batch: torch.Tensor) -> RNNHAOutput:
+        batch = batch.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        autocast = self.dtype != torch.float32
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=autocast):
+            return self.model(batch)
+
+    def embed(self, images) -> torch.Tensor:
+        """N x D unit-norm float32 embeddings (on the CPU) of a list of images or a batch tensor."""
+        parts = [self.forward(b).embedding.float().cpu() for b in self._batches(images)]
+        if not parts:
+            return torch.empty(0, self.config.hidden_size)
+        return torch.cat(parts)
+
+    def predict(self, images, topk: int = 5) -> list[Prediction]:
+        """Per image: embedding, top-k (label, probability) of every level, attention map."""
+        results = []
+        for batch in self._batches(images):
+            out = self.forward(batch)
+            tops = []
+            for level, logits in enumerate(out.logits):
+                probs = logits.float().softmax(dim=1).cpu()
+                k = min(topk, probs.shape[1])
+                values, indices = probs.topk(k, dim=1)
+                names = self.class_names(level)
+                tops.append([[(names[j], float(p)) for p, j in zip(vs.tolist(), ix.tolist())]
+                             for vs, ix in zip(values, indices)])
+            embedding, attention = out.embedding.float().cpu(), out.attention.float().cpu()
+            for i in range(len(embedding)):
+                levels = {name: tops[t][i] for t, name in enumerate(self.level_names)}
+                results.append(Prediction(embedding[i], levels, attention[i]))
+        return results

@@ -1,0 +1,43 @@
+"""Shared fixtures: the real data in ../shared/data (skipped with a reason when absent)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("RNNHA_DATA", REPO.parent / "shared" / "data"))
+
+torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+
+def _data_dir(name: str) -> Path:
+    path = DATA / name
+    if not path.is_dir():
+        pytest.skip(f"{path} is absent: the real data lives in ../shared/data (set RNNHA_DATA to move it)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def khoa_root() -> Path:
+    return _data_dir("khoa-vehicle-reid")
+
+
+@pytest.fixture(scope="session")
+def cars_root() -> Path:
+    return _data_dir("stanford-cars")
+
+
+@pytest.fixture(scope="session")
+def vehicleid_root() -> Path:
+    return _data_dir("vehicleid-sample")
+
+
+@pytest.fixture(scope="session")
+def khoa_pair(khoa_root) -> tuple[Path, Path, Path]:
+    """Two views of one validation vehicle and one view of another."""
+    names = (khoa_root / "val.txt").read_text().split()
+    images = {p.name: p for p in (khoa_root / "images").rglob("*.jpg")}
+    return images["car_0139_cam1.jpg"], images["car_0139_cam2.jpg"], images[names[2]]

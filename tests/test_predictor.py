@@ -1,0 +1,51 @@
+"""rnnha/predictor.py: precision, batching, outputs."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rnnha import RNNHA, RNNHAConfig
+from rnnha.predictor import Predictor, cpu_supports_bf16
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return RNNHA(RNNHAConfig(pretrained_backbone=True, num_classes=[3, 5],
+                             class_names=[["car", "truck", "bus"], list("abcde")]))
+
+
+@pytest.mark.skipif(not cpu_supports_bf16(), reason="this CPU has no bf16 support (AVX-512 BF16 / AMX)")
+def test_bf16_embeddings_match_fp32(model, khoa_root):
+    images = sorted((khoa_root / "images").rglob("*.jpg"))[:16]
+    fp32 = Predictor(model, device="cpu", dtype=torch.float32).embed(images)
+    bf16 = Predictor(model, device="cpu", dtype=torch.bfloat16).embed(images)
+    cosine = (fp32 * bf16).sum(dim=1)
+    assert cosine.min() >= 0.99, cosine
+    assert not torch.equal(fp32, bf16)  # autocast really ran in bf16
+
+
+def test_predict_gives_named_top_k(model, khoa_pair):
+    predictor = Predictor(model, device="cpu", batch_size=2)
+    preds = predictor.predict(list(khoa_pair), topk=2)
+    assert len(preds) == 3
+    for p in preds:
+        assert set(p.levels) == {"model", "vehicle"}
+        labels = [name for name, _ in p.levels["model"]]
+        assert len(labels) == 2 and set(labels) <= {"car", "truck", "bus"}
+        probs = [prob for _, prob in p.levels["vehicle"]]
+        assert probs == sorted(probs, reverse=True) and 0 < probs[0] <= 1
+        assert p.attention.shape == (7, 7) and abs(float(p.attention.sum()) - 1) < 1e-3
+        assert abs(float(p.embedding.norm()) - 1) < 1e-4
+
+
+def test_embed_accepts_paths_images_and_tensors(model, khoa_pair):
+    from PIL import Image
+
+    predictor = Predictor(model, device="cpu", dtype=torch.float32)
+    from_paths = predictor.embed(list(khoa_pair))
+    from_pil = predictor.embed([Image.open(p) for p in khoa_pair])
+    from_tensor = predictor.embed(predictor.preprocess(list(khoa_pair)))
+    torch.testing.assert_close(from_paths, from_pil)
+    torch.testing.assert_close(from_paths, from_tensor)
+    assert predictor.embed([]).shape == (0, 1024)
