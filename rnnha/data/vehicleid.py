@@ -1,0 +1,61 @@
+"""PKU VehicleID (Liu et al., CVPR 2016), official layout:
+
+    image/<7 digits>.jpg
+    attribute/img2vid.txt (image vehicle) model_attr.txt (vehicle model) color_attr.txt (vehicle color)
+    train_test_split/train_list.txt test_list_{800,1600,2400}.txt (image vehicle)
+
+Coarse level: the car model. Only 10,309 vehicles have one; the others keep it missing, or are
+dropped with drop_unlabelled=True (the authors trained on the model-labelled subset).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import DataError, Sample
+
+SPLITS = {"train": "train_test_split/train_list.txt", "test800": "train_test_split/test_list_800.txt",
+          "test1600": "train_test_split/test_list_1600.txt",
+          "test2400": "train_test_split/test_list_2400.txt", "all": "attribute/img2vid.txt"}
+
+
+def read_pairs(path: Path) -> list[tuple[str, str]]:
+    """Lines of 'a b' -> [(a, b)]; a clear error naming the file and line otherwise."""
+    if not path.is_file():
+        raise DataError(f"VehicleID file {path} is missing; is {path.parents[1]} a VehicleID folder?")
+    pairs = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2:
+            raise DataError(f"{path}:{number}: expected two columns, got {line!r}")
+        pairs.append((parts[0], parts[1]))
+    return pairs
+
+
+def load(root: str | Path, split: str = "train", drop_unlabelled: bool = False,
+         skip_missing: bool = False) -> list[Sample]:
+    root = Path(root)
+    if split not in SPLITS:
+        raise DataError(f"VehicleID split must be one of {list(SPLITS)}, got {split!r}")
+    models = dict(read_pairs(root / "attribute" / "model_attr.txt"))
+    colors_path = root / "attribute" / "color_attr.txt"
+    colors = dict(read_pairs(colors_path)) if colors_path.is_file() else {}
+    samples, missing = [], []
+    for image, vehicle in read_pairs(root / SPLITS[split]):
+        path = root / "image" / f"{image}.jpg"
+        if vehicle not in models and drop_unlabelled:
+            continue
+        if not path.is_file():
+            missing.append(path)
+            continue
+        labels = {"vehicle": vehicle}
+        if vehicle in models:
+            labels["model"] = models[vehicle]
+        if vehicle in colors:
+            labels["color"] = colors[vehicle]
+        samples.append(Sample(path, labels))
+    if missing and not skip_missing:
+        raise DataError(f"{len(missing)} images listed in {SPLITS[split]} are missing, e.g. {missing[0]}; "
+                        f"pass skip_missing=True to use only the images present")
+    return samples

@@ -1,0 +1,239 @@
+"""Evaluate: `python -m rnnha.evaluate --model NAME_OR_DIR --dataset KIND --root DIR [--json]`.
+
+Protocols (figures in percent):
+- veri: query vs test, gallery items of the query's vehicle seen by the same camera are junk; mAP,
+  CMC rank-1/5/10, mINP (torchreid / fast-reid), and VeRi's official MATLAB-style AP.
+- two-camera: cam1 queries vs the cam2 gallery and the reverse, and their mean.
+- vehicleid: test 800 / 1600 / 2400, one random gallery image per vehicle, 10 repeats: mean and std.
+- stanford-cars, csv (and any dataset with coarse labels): top-1 / top-5 accuracy of the coarse level.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .data import DataError, Sample, load_dataset
+from .images import load_image
+from .metrics import reid_metrics, topk_accuracy, vehicleid_metrics, veri_matlab_metrics
+from .predictor import Predictor
+
+__all__ = ["Features", "extract", "evaluate_samples", "evaluate_two_camera", "evaluate_veri",
+           "evaluate_vehicleid", "evaluate_coarse", "main"]
+
+
+@dataclass
+class Features:
+    embeddings: torch.Tensor  # N x D, unit norm
+    logits: list[torch.Tensor]  # per level, N x n_t (float32)
+
+
+class _Images(Dataset):
+    def __init__(self, samples: Sequence[Sample], transform):
+        self.samples, self.transform = list(samples), transform
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        return self.transform(load_image(self.samples[i].path))
+
+
+def extract(predictor: Predictor, samples: Sequence[Sample], flip: bool = False,
+            workers: int = 2, desc: str = "extract") -> Features:
+    """Embeddings and logits of every sample, batched, with progress; flip=True averages each image's
+    embedding with its mirror image's (then re-normalises)."""
+    from tqdm import tqdm
+
+    loader = DataLoader(_Images(samples, predictor.transform), batch_size=predictor.batch_size,
+                        num_workers=workers, shuffle=False)
+    embeddings, logits = [], []
+    for batch in tqdm(loader, desc=desc, disable=None, leave=False):
+        out = predictor.forward(batch)
+        embedding = out.embedding.float()
+        if flip:
+            embedding = torch.nn.functional.normalize(
+                embedding + predictor.forward(batch.flip(3)).embedding.float(), dim=1)
+        embeddings.append(embedding.cpu())
+        logits.append([l.float().cpu() for l in out.logits])
+    return Features(torch.cat(embeddings), [torch.cat(level) for level in zip(*logits)])
+
+
+def _reid(q: Features, g: Features, query: Sequence[Sample], gallery: Sequence[Sample],
+          cameras: bool = True) -> dict:
+    similarity = q.embeddings @ g.embeddings.T  # cosine: both sides are unit norm
+    ids = lambda s: [x.labels["vehicle"] for x in s]  # noqa: E731
+    cams = lambda s: [x.camera for x in s] if cameras else None  # noqa: E731
+    return reid_metrics(similarity, ids(query), ids(gallery), cams(query), cams(gallery))
+
+
+def evaluate_two_camera(predictor: Predictor, samples: Sequence[Sample], flip: bool = False) -> dict:
+    """cam A -> cam B and B -> A (for the two cameras present), and the mean of both directions."""
+    cameras = sorted({s.camera for s in samples})
+    if len(cameras) != 2:
+        raise DataError(f"a two-camera evaluation needs exactly two cameras, found {cameras}")
+    features = extract(predictor, samples, flip)
+    index = {c: [i for i, s in enumerate(samples) if s.camera == c] for c in cameras}
+    part = lambda c: Features(features.embeddings[index[c]], [])  # noqa: E731
+    result = {}
+    for a, b in ((cameras[0], cameras[1]), (cameras[1], cameras[0])):
+        result[f"cam{a}->cam{b}"] = _reid(part(a), part(b), [samples[i] for i in index[a]],
+                                          [samples[i] for i in index[b]], cameras=False)
+    for key in ("mAP", "rank1", "rank5", "rank10", "mINP"):
+        result[key] = sum(result[d][key] for d in list(result)[:2]) / 2
+    result.update(_coarse_if_labelled(predictor, samples, features))
+    return result
+
+
+def evaluate_veri(predictor: Predictor, root: str | Path, flip: bool = False) -> dict:
+    query, gallery = load_dataset("veri", root, split="query"), load_dataset("veri", root, split="test")
+    q, g = extract(predictor, query, flip, desc="query"), extract(predictor, gallery, flip, desc="gallery")
+    result = _reid(q, g, query, gallery)
+    official = veri_matlab_metrics(q.embeddings @ g.embeddings.T, [s.labels["vehicle"] for s in query],
+                                   [s.labels["vehicle"] for s in gallery], [s.camera for s in query],
+                                   [s.camera for s in gallery])
+    result["veri_matlab_mAP"] = official["mAP"]
+    return result
+
+
+def evaluate_vehicleid(predictor: Predictor, root: str | Path, sizes: Sequence[int] = (800, 1600, 2400),
+                       repeats: int = 10, seed: int = 0, flip: bool = False,
+                       skip_missing: bool = False) -> dict:
+    result = {}
+    for size in sizes:
+        samples = load_dataset("vehicleid", root, split=f"test{size}", skip_missing=skip_missing)
+        features = extract(predictor, samples, flip, desc=f"test{size}")
+        result[f"test{size}"] = vehicleid_metrics(features.embeddings, [s.labels["vehicle"] for s in samples],
+                                                  repeats=repeats, seed=seed)
+    return result
+
+
+def _level_index(predictor: Predictor, level: str | None) -> int:
+    names = predictor.level_names
+    if level is None:
+        return 0
+    if level not in names:
+        raise DataError(f"the model has no level {level!r}; its levels are {names}")
+    return names.index(level)
+
+
+def evaluate_coarse(predictor: Predictor, samples: Sequence[Sample], level: str | None = None,
+                    features: Features | None = None) -> dict:
+    """Top-1 / top-5 accuracy of a coarse level, matching label names (not indices) to the model's."""
+    features = features or extract(predictor, samples)
+    t = _level_index(predictor, level)
+    name = predictor.level_names[t]
+    index = {n: i for i, n in enumerate(predictor.class_names(t))}
+    targets = torch.tensor([index.get(s.labels.get(name), -100) for s in samples])
+    labelled = int((targets != -100).sum())
+    if not labelled:
+        raise DataError(f"none of the {len(samples)} images has a {name!r} label the model knows")
+    result = topk_accuracy(features.logits[t], targets)
+    result.update(level=name, num_images=labelled, num_unknown_labels=sum(
+        1 for s in samples if name in s.labels and s.labels[name] not in index))
+    return result
+
+
+def _coarse_if_labelled(predictor, samples, features) -> dict:
+    coarse = predictor.level_names[:-1]
+    for level in coarse:
+        if any(s.labels.get(level) in set(predictor.class_names(predictor.level_names.index(level)))
+               for s in samples):
+            accuracy = evaluate_coarse(predictor, samples, level, features)
+            return {f"{level}_top1": accuracy["top1"], f"{level}_top5": accuracy["top5"]}
+    return {}
+
+
+def evaluate_samples(predictor: Predictor, kind: str, samples: Sequence[Sample], flip: bool = False,
+                     level: str | None = None) -> dict:
+    """The protocol of `kind` on samples already loaded (used for validation during training)."""
+    if kind == "two-camera":
+        return evaluate_two_camera(predictor, samples, flip)
+    if kind in ("stanford-cars", "csv") and not any("vehicle" in s.labels for s in samples):
+        return evaluate_coarse(predictor, samples, level or ("model" if "model" in predictor.level_names
+                                                             else None))
+    if kind == "csv":
+        features = extract(predictor, samples, flip)
+        return {**_reid(features, features, samples, samples), **_coarse_if_labelled(predictor, samples, features)}
+    raise DataError(f"no sample-level protocol for {kind!r}; use evaluate_veri / evaluate_vehicleid")
+
+
+def evaluate(predictor: Predictor, kind: str, root: str | Path, flip: bool = False,
+             list_file: str | None = None, level: str | None = None, subset: str | None = None) -> dict:
+    root = Path(root)
+    if kind == "veri":
+        return evaluate_veri(predictor, root, flip)
+    if kind == "vehicleid":
+        return evaluate_vehicleid(predictor, root, flip=flip)
+    if kind == "two-camera":
+        if list_file is None and (root / "val.txt").is_file():
+            list_file = "val.txt"  # the validation vehicles: never trained on
+        result = evaluate_two_camera(predictor, load_dataset(kind, root, list_file=list_file), flip)
+        return {"list": list_file, **result}
+    if kind == "stanford-cars":
+        subset = subset or "holdout"
+        samples = load_dataset(kind, root, subset=subset)
+        return {"subset": subset, **evaluate_coarse(predictor, samples, level or "model")}
+    if kind == "csv":
+        return evaluate_samples(predictor, kind, load_dataset(kind, root), flip, level)
+    raise DataError(f"unknown dataset kind {kind!r}")
+
+
+def load_predictor(name_or_path: str, device=None) -> Predictor:
+    """A zoo name, an exported folder or Hub id (via the zoo), or a training checkpoint file."""
+    path = Path(name_or_path)
+    if path.is_file() and path.suffix == ".safetensors":
+        from .checkpoint import model_state, read_checkpoint
+        from .model import RNNHA, RNNHAConfig
+
+        tensors, record = read_checkpoint(path)
+        model = RNNHA(RNNHAConfig.from_dict(record["model_config"]))
+        model.load_state_dict(model_state(tensors), strict=True)
+        return Predictor(model, device=device)
+    from zoo import load_model  # outer ring, imported only here in the CLI path
+
+    return load_model(name_or_path, device=device)
+
+
+def _format(result: dict, indent: str = "") -> str:
+    lines = []
+    for key, value in result.items():
+        if isinstance(value, dict):
+            lines += [f"{indent}{key}:", _format(value, indent + "  ")]
+        else:
+            lines.append(f"{indent}{key:>20}: {value:.2f}" if isinstance(value, float) else f"{indent}{key:>20}: {value}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rnnha.evaluate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="zoo name, exported folder, hf-hub:ORG/NAME, or checkpoint")
+    parser.add_argument("--dataset", required=True, choices=["veri", "vehicleid", "two-camera", "stanford-cars", "csv"])
+    parser.add_argument("--root", required=True, help="dataset folder (csv: the CSV file)")
+    parser.add_argument("--list", dest="list_file", help="two-camera: list file of names (default val.txt if present)")
+    parser.add_argument("--subset", choices=["all", "train", "holdout"], help="stanford-cars part (default holdout)")
+    parser.add_argument("--level", help="coarse level to score (default: the model's)")
+    parser.add_argument("--flip", action="store_true", help="average each embedding with its mirror image's")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: best available)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    try:
+        predictor = load_predictor(args.model, device=args.device)
+        result = evaluate(predictor, args.dataset, args.root, args.flip, args.list_file, args.level, args.subset)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    result = {"model": args.model, "dataset": args.dataset, **result}
+    print(json.dumps(result, indent=None) if args.json else _format(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

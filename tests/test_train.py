@@ -1,0 +1,98 @@
+"""rnnha/train.py on a slice of the real data: losses fall, --resume after a kill is exact, and
+torchrun with two CPU processes (gloo) keeps both ranks' weights identical."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def write_config(tmp_path, khoa_root, name: str, **overrides) -> tuple:
+    names = (khoa_root / "train.txt").read_text().split()
+    vehicles = sorted({n.rsplit("_", 1)[0] for n in names})[:12]  # a slice: 12 vehicles x 2 views
+    (tmp_path / "slice.txt").write_text("\n".join(n for n in names if n.rsplit("_", 1)[0] in vehicles))
+    config = {
+        "model": {"backbone": "efficientnet_lite0", "pretrained_backbone": True,
+                  "level_names": ["type", "vehicle"], "hidden_size": 64, "input_size": 64},
+        "train": [{"kind": "two-camera", "root": str(khoa_root),
+                   "options": {"list_file": str(tmp_path / "slice.txt")}}],
+        "epochs": 3, "batch_size": 8, "optimizer": "adamw", "lr": 2e-3, "schedule": "constant",
+        "workers": 0, "erasing": 0.0, "output": str(tmp_path / name), **overrides,
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path, tmp_path / name
+
+
+def run(config, *args, env=None, expect=0, launcher=(sys.executable, "-m", "rnnha.train")):
+    proc = subprocess.run([*launcher, "--config", str(config), *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+    assert proc.returncode == expect, proc.stderr[-3000:]
+    return proc
+
+
+def history(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_training_lowers_both_losses(tmp_path, khoa_root):
+    from rnnha.train import TrainConfig, train
+
+    config, out = write_config(tmp_path, khoa_root, "run", epochs=4)
+    summary = train(TrainConfig.from_file(config))
+    rows = history(out)
+    assert len(rows) == 4 and summary["world_size"] == 1
+    for level in ("type", "vehicle"):
+        assert rows[-1][f"loss_{level}"] < 0.8 * rows[0][f"loss_{level}"], [r[f"loss_{level}"] for r in rows]
+    assert (out / "last.safetensors").is_file() and (out / "summary.json").is_file()
+
+
+def test_resume_after_a_kill_mid_epoch_is_exact(tmp_path, khoa_root):
+    config, straight = write_config(tmp_path, khoa_root, "straight")
+    run(config)
+    config2, killed = write_config(tmp_path, khoa_root, "killed")
+    steps_per_epoch = 3  # 24 images / batch 8
+    run(config2, env={"RNNHA_CRASH_AFTER_STEPS": str(steps_per_epoch + 2)}, expect=17)  # dies in epoch 2
+    assert len(history(killed)) == 1  # epoch 1 was checkpointed, epoch 2 was not
+    proc = run(config2, "--resume")
+    assert "resumed from" in proc.stdout and "at epoch 1" in proc.stdout
+    a, b = load_file(str(straight / "last.safetensors")), load_file(str(killed / "last.safetensors"))
+    model_keys = [k for k in a if k.startswith("model/")]
+    assert model_keys and set(a) == set(b)
+    for key in model_keys:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
+    assert [r["loss_vehicle"] for r in history(straight)] == pytest.approx(
+        [r["loss_vehicle"] for r in history(killed)], rel=1e-5)
+
+
+def test_torchrun_two_cpu_processes_keep_identical_weights(tmp_path, khoa_root):
+    config, out = write_config(tmp_path, khoa_root, "ddp", epochs=2, batch_size=4)
+    run(config, launcher=(sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc_per_node", "2", "-m", "rnnha.train"))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2
+    first, second = summary["weights_sha256_per_rank"]
+    assert first == second
+    fresh = json.loads((out / "summary.json").read_text())["history"][0]
+    assert fresh["images_per_second"] > 0
+
+
+def test_config_errors_are_clear(tmp_path, khoa_root):
+    from rnnha.train import TrainConfig
+
+    config, _ = write_config(tmp_path, khoa_root, "bad")
+    with pytest.raises(SystemExit, match="unknown config keys \\['epoch'\\]"):
+        TrainConfig.from_file(config, ["epoch=3"])
+    with pytest.raises(SystemExit, match="not key=value"):
+        TrainConfig.from_file(config, ["epochs"])
+    assert TrainConfig.from_file(config, ["epochs=7", "model.hidden_size=32"]).model["hidden_size"] == 32
