@@ -188,7 +188,7 @@ def evaluate(predictor: Predictor, kind: str, root: str | Path, flip: bool = Fal
 def load_predictor(name_or_path: str, device=None) -> Predictor:
     """A zoo name, an exported folder or Hub id (via the zoo), or a training checkpoint file."""
     path = Path(name_or_path)
-    if path.is_file() and path.suffix == ".safetensors":
+    if path.suffix == ".safetensors":
         from .checkpoint import model_state, read_checkpoint
         from .model import RNNHA, RNNHAConfig
 

@@ -30,7 +30,7 @@ whatever was imported before:
 
 * it imports ``huggingface_hub`` first (so the values it saves are the genuine ones), then sets the
   environment variables (``HF_ENDPOINT``, ``HF_HOME``, ``HF_HUB_CACHE``, ``HF_HUB_OFFLINE``,
-  ``HF_HUB_DISABLE_XET=1``, ``HF_HUB_DISABLE_TELEMETRY=1``, ``HF_TOKEN``; unsets
+  ``HF_HUB_DISABLE_XET=1``, ``HF_HUB_DISABLE_TELEMETRY=1``, ``HF_HUB_DISABLE_UPDATE_CHECK=1``, ``HF_TOKEN``; unsets
   ``TRANSFORMERS_OFFLINE``, ``HUGGINGFACE_CO_STAGING``, ``HF_OIDC_RESOURCE``, ...) for subprocesses
   and code that reads the environment lazily;
 * it patches the already-imported values: ``constants.ENDPOINT``,
@@ -742,7 +742,7 @@ def _parse_range(header: str, size: int) -> tuple[int | None, int | None]:
 # ---------------------------------------------------------------------------------------------------------------------
 _ENV_UNSET = ("TRANSFORMERS_OFFLINE", "HUGGINGFACE_CO_STAGING", "HF_OIDC_RESOURCE", "HUGGING_FACE_HUB_TOKEN",
               "HUGGINGFACE_HUB_CACHE", "HUGGINGFACE_ASSETS_CACHE", "HF_ASSETS_CACHE", "HF_TOKEN_PATH",
-              "HF_XET_CACHE", "HF_HUB_DISABLE_IMPLICIT_TOKEN", "XDG_CACHE_HOME")
+              "HF_XET_CACHE", "HF_HUB_DISABLE_IMPLICIT_TOKEN")
 
 
 class HubEnv:
@@ -833,6 +833,7 @@ def hub_env(server: "HubServer | str | None", cache_dir: "str | os.PathLike[str]
         shim.sleep = lambda seconds: None
         patches.append((_http, "time", shim))
 
+    close_session = getattr(_http, "close_session", None) or getattr(_http, "reset_sessions", lambda: None)
     saved = [(obj, attr, getattr(obj, attr)) for obj, attr, _ in patches]
     result = HubEnv(endpoint, cache_dir, home_path, token)
     result._constants = constants
@@ -842,10 +843,10 @@ def hub_env(server: "HubServer | str | None", cache_dir: "str | os.PathLike[str]
         os.environ.update(env)
         for obj, attr, value in patches:
             setattr(obj, attr, value)
-        _http.close_session()
+        close_session()
         yield result
     finally:
-        _http.close_session()
+        close_session()
         for obj, attr, value in reversed(saved):
             setattr(obj, attr, value)
         for k, v in saved_env.items():

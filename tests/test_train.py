@@ -57,6 +57,23 @@ def test_training_lowers_both_losses(tmp_path, khoa_root):
     assert (out / "last.safetensors").is_file() and (out / "summary.json").is_file()
 
 
+def test_evaluate_cli_reads_a_checkpoint(tmp_path, khoa_root, capsys):
+    from rnnha.evaluate import main
+    from rnnha.train import TrainConfig, train
+
+    config, out = write_config(tmp_path, khoa_root, "run", epochs=1)
+    train(TrainConfig.from_file(config))
+    capsys.readouterr()
+    assert main(["--model", str(out / "last.safetensors"), "--dataset", "two-camera",
+                 "--root", str(khoa_root), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["list"] == "val.txt" and result["cam1->cam2"]["num_queries"] == 102
+    assert 0 < result["mAP"] <= 100 and 0 < result["type_top1"] <= 100
+    assert main(["--model", str(tmp_path / "nope.safetensors"), "--dataset", "two-camera",
+                 "--root", str(khoa_root)]) == 2
+    assert "no checkpoint at" in capsys.readouterr().err
+
+
 def test_resume_after_a_kill_mid_epoch_is_exact(tmp_path, khoa_root):
     config, straight = write_config(tmp_path, khoa_root, "straight")
     run(config)
