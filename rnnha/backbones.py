@@ -45,12 +45,37 @@ class BackboneSpec:
 
 
 class Backbone(nn.Module):
-    """Wraps a network so that forward(images) is the last convolutional feature map."""
+    """Wraps a network so that forward(images) is the last convolutional feature map.
 
-    def __init__(self, body: nn.Module, feature_dim: int):
+    `stages` lists its parts from the input on; `freeze(k)` fixes the first k (weights and BatchNorm
+    statistics): the cheapest way to fine-tune on a CPU, since no gradient flows through them.
+    """
+
+    def __init__(self, body: nn.Module, feature_dim: int, stages: list[nn.Module] | None = None):
         super().__init__()
         self.body = body
         self.feature_dim = feature_dim
+        self._stages = stages or [body]
+        self.frozen = 0
+
+    @property
+    def stages(self) -> list[nn.Module]:
+        return list(self._stages)
+
+    def freeze(self, k: int) -> None:
+        if not 0 <= k <= len(self._stages):
+            raise BackboneError(f"this backbone has {len(self._stages)} stages; cannot freeze {k}")
+        self.frozen = k
+        for i, stage in enumerate(self._stages):
+            for p in stage.parameters():
+                p.requires_grad_(i >= k)
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for stage in self._stages[: self.frozen]:
+            stage.eval()  # frozen BatchNorm keeps its ImageNet statistics
+        return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.body(images)
@@ -102,7 +127,8 @@ def _resnet50(pretrained: bool) -> Backbone:
             "$TORCH_HOME), or build the model with pretrained_backbone=False"
         ) from exc
     body = nn.Sequential(*list(net.children())[:-2])  # drop avgpool and fc: conv5_x is f
-    return Backbone(body, 2048)
+    stages = [nn.ModuleList([body[0], body[1]]), body[4], body[5], body[6], body[7]]  # stem, layer1-4
+    return Backbone(body, 2048, stages)
 
 
 # --- VGG_CNN_M_1024 (Chatfield et al., "Return of the Devil in the Details", BMVC 2014) ------------
@@ -151,7 +177,8 @@ def _vgg_cnn_m_1024(pretrained: bool) -> Backbone:
             "VGG_CNN_M_1024.caffemodel to a file of conv1..conv5 tensors and load it with "
             "rnnha.backbones.load_vgg_cnn_m_1024_weights (see README, 'Backbones')"
         )
-    return Backbone(VGGCNNM1024(), 512)
+    net = VGGCNNM1024()
+    return Backbone(net, 512, [net.conv1, net.conv2, net.conv3, net.conv4, net.conv5])
 
 
 def load_vgg_cnn_m_1024_weights(backbone: Backbone, path: str | Path, bgr: bool = True) -> None:
@@ -255,7 +282,8 @@ def _efficientnet_lite(variant: int) -> Callable[[bool], Backbone]:
     def build(pretrained: bool) -> Backbone:
         net = efficientnet_lite_classifier(variant, pretrained)
         net.reset_classifier(0)  # drop the ImageNet head; keep conv_head (1280 channels)
-        return Backbone(_TimmFeatures(net), net.num_features)
+        stages = [nn.ModuleList([net.conv_stem, net.bn1]), *net.blocks, nn.ModuleList([net.conv_head, net.bn2])]
+        return Backbone(_TimmFeatures(net), net.num_features, stages)
 
     return build
 

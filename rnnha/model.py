@@ -34,6 +34,7 @@ class RNNHAConfig:
     """Everything needed to rebuild an RNN-HA model and its preprocessing; round-trips through JSON."""
 
     backbone: str = "efficientnet_lite0"
+    head: str = "rnnha"  # "rnnha" (the paper) or "bnneck" (the field's baseline: GAP -> BN -> classifiers)
     num_classes: list[int] = field(default_factory=lambda: [10, 100])  # per level, coarse first
     level_names: list[str] = field(default_factory=lambda: ["model", "vehicle"])
     hidden_size: int = 1024  # GRU hidden size (paper: 1024)
@@ -54,7 +55,9 @@ class RNNHAConfig:
         self.num_classes = [int(n) for n in self.num_classes]
         self.level_names = list(self.level_names)
         problems = []
-        if len(self.num_classes) < 2:
+        if self.head not in ("rnnha", "bnneck"):
+            problems.append(f"head must be 'rnnha' or 'bnneck', got {self.head!r}")
+        if len(self.num_classes) < (2 if self.head == "rnnha" else 1):
             problems.append("num_classes needs at least two levels (coarse first, fine last)")
         if any(n < 1 for n in self.num_classes):
             problems.append(f"every level needs at least one class, got num_classes={self.num_classes}")
@@ -83,6 +86,8 @@ class RNNHAConfig:
     @property
     def variant(self) -> str:
         """The paper's name for this configuration."""
+        if self.head == "bnneck":
+            return "BN-neck baseline"
         if not self.attention:
             return "RNN-H" if self.recurrent == "gru" else "FC-H"
         return "RNN-HA" if self.recurrent == "gru" else "FC-HA"
@@ -211,6 +216,27 @@ class RNNHAHead(nn.Module):
         )
 
 
+class BNNeckHead(nn.Module):
+    """Not the paper: the field's strong baseline (Luo et al., "Bag of Tricks", 2019) for comparison.
+    GAP(f) -> BatchNorm (bias frozen) -> a bias-free classifier per level; the embedding is the BN
+    output. Untrained, it is the zero-shot GAP feature of the backbone."""
+
+    def __init__(self, config: RNNHAConfig, feature_dim: int):
+        super().__init__()
+        self.neck = nn.BatchNorm1d(feature_dim)
+        self.neck.bias.requires_grad_(False)
+        self.classifiers = nn.ModuleList(nn.Linear(feature_dim, n, bias=False) for n in config.num_classes)
+        for classifier in self.classifiers:
+            nn.init.normal_(classifier.weight, std=0.001)
+
+    def forward(self, f: torch.Tensor) -> RNNHAOutput:
+        B, _, hh, ww = f.shape
+        x = self.neck(f.mean(dim=(2, 3)).float())
+        uniform = f.new_full((B, hh, ww), 1.0 / (hh * ww))
+        return RNNHAOutput(logits=[c(x) for c in self.classifiers], embedding=F.normalize(x, dim=1),
+                           attention=uniform, attentions=[], outputs=[x])
+
+
 class RNNHA(nn.Module):
     """Backbone CNN + RNN-HA head. forward(images) -> RNNHAOutput."""
 
@@ -218,7 +244,12 @@ class RNNHA(nn.Module):
         super().__init__()
         self.config = config = config or RNNHAConfig()
         self.backbone = create_backbone(config.backbone, pretrained=config.pretrained_backbone)
-        self.head = RNNHAHead(config, self.backbone.feature_dim)
+        head = RNNHAHead if config.head == "rnnha" else BNNeckHead
+        self.head = head(config, self.backbone.feature_dim)
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.backbone.feature_dim if self.config.head == "bnneck" else self.config.hidden_size
 
     def forward(self, images: torch.Tensor) -> RNNHAOutput:
         return self.head(self.backbone(images))

@@ -89,7 +89,7 @@ class Predictor:
         """N x D unit-norm float32 embeddings (on the CPU) of a list of images or a batch tensor."""
         parts = [self.forward(b).embedding.float().cpu() for b in self._batches(images)]
         if not parts:
-            return torch.empty(0, self.config.hidden_size)
+            return torch.empty(0, self.model.embedding_dim)
         return torch.cat(parts)
 
     def predict(self, images, topk: int = 5) -> list[Prediction]:

@@ -46,6 +46,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     backbone_lr_mult: float = 1.0
+    freeze_stages: int = 0  # fix the backbone's first k stages (weights and BN statistics): ~2x faster on CPUs
     schedule: str = "step"  # step (paper: x0.1 after 5 epochs) | cosine | onecycle | constant
     milestones: list[int] = field(default_factory=lambda: [5])
     gamma: float = 0.1
@@ -146,8 +147,9 @@ def _schedule(cfg: TrainConfig, steps_per_epoch: int):
 
 
 def _optimizer(cfg: TrainConfig, model: RNNHA) -> torch.optim.Optimizer:
-    groups = [{"params": list(model.backbone.parameters()), "lr": cfg.lr * cfg.backbone_lr_mult},
-              {"params": list(model.head.parameters()), "lr": cfg.lr}]
+    trainable = lambda module: [p for p in module.parameters() if p.requires_grad]  # noqa: E731
+    groups = [{"params": trainable(model.backbone), "lr": cfg.lr * cfg.backbone_lr_mult},
+              {"params": trainable(model.head), "lr": cfg.lr}]
     if cfg.optimizer == "rmsprop":  # the paper: RMSprop with default parameters
         return torch.optim.RMSprop(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adamw":
@@ -195,7 +197,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     samples = load_specs([DatasetSpec(**s) for s in cfg.train])
     labels = LabelSpace.from_samples(samples, levels)
     model_config = build_model_config(cfg, labels)
-    model = RNNHA(model_config).to(device)
+    model = RNNHA(model_config)
+    model.backbone.freeze(cfg.freeze_stages)
+    model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     dataset = ReidDataset(samples, labels, train_transform(

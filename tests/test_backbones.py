@@ -104,3 +104,20 @@ def test_preprocessing_follows_the_backbone():
     x = eval_transform(RNNHAConfig(input_size=[256, 128]))(Image.new("RGB", (300, 200), (255, 0, 0)))
     assert x.shape == (3, 256, 128)
     torch.testing.assert_close(x[:, 0, 0], torch.tensor([1.0, -1.0, -1.0]))
+
+
+@pytest.mark.parametrize("name, k", [("efficientnet_lite0", 4), ("resnet50", 2), ("vgg_cnn_m_1024", 3)])
+def test_freezing_stages_fixes_weights_and_bn_statistics(name, k):
+    net = create_backbone(name)
+    net.freeze(k)
+    frozen = [p for stage in net.stages[:k] for p in stage.parameters()]
+    assert frozen and not any(p.requires_grad for p in frozen)
+    assert all(p.requires_grad for stage in net.stages[k:] for p in stage.parameters())
+    bns = [m for stage in net.stages[:k] for m in stage.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    before = [bn.running_mean.clone() for bn in bns]
+    net.train()
+    assert all(not bn.training for bn in bns)
+    net(torch.randn(2, 3, 64, 64)).sum().backward()
+    assert all(torch.equal(b, bn.running_mean) for b, bn in zip(before, bns))
+    with pytest.raises(BackboneError, match="cannot freeze"):
+        net.freeze(len(net.stages) + 1)

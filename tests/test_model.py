@@ -195,3 +195,18 @@ def test_default_config_builds_a_working_model():
     assert [l.shape for l in out.logits] == [torch.Size([1, 10]), torch.Size([1, 100])]
     torch.testing.assert_close(out.embedding.norm(dim=1), torch.ones(1))
     assert out.attention.shape == (1, 7, 7)
+
+
+def test_bnneck_baseline_untrained_is_the_gap_feature():
+    model = RNNHA(RNNHAConfig(backbone="vgg_cnn_m_1024", head="bnneck", num_classes=[7],
+                              level_names=["vehicle"])).eval()
+    images = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        out = model(images)
+        gap = model.backbone(images).mean(dim=(2, 3))
+    assert model.config.variant == "BN-neck baseline" and model.embedding_dim == 512
+    torch.testing.assert_close(out.embedding, F.normalize(gap, dim=1), rtol=1e-4, atol=1e-5)  # zero-shot
+    assert [l.shape for l in out.logits] == [torch.Size([2, 7])]
+    torch.testing.assert_close(out.attention.sum(dim=(1, 2)), torch.ones(2))
+    with pytest.raises(ValueError, match="at least two levels"):
+        RNNHAConfig(num_classes=[7], level_names=["vehicle"])  # RNN-HA itself needs a coarse level
