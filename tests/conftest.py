@@ -41,3 +41,26 @@ def khoa_pair(khoa_root) -> tuple[Path, Path, Path]:
     names = (khoa_root / "val.txt").read_text().split()
     images = {p.name: p for p in (khoa_root / "images").rglob("*.jpg")}
     return images["car_0139_cam1.jpg"], images["car_0139_cam2.jpg"], images[names[2]]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def app_server(tmp_path_factory):
+    """app.py served in-process on 127.0.0.1, with its caches in a temporary folder."""
+    if not (REPO / "assets" / "default" / "config.json").is_file():
+        pytest.skip("assets/default (the embedded default model) is missing")
+    import app
+
+    app.CACHE = tmp_path_factory.mktemp("app-cache")
+    demo = app.build_demo().queue(default_concurrency_limit=2)
+    port = _free_port()
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()

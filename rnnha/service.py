@@ -1,0 +1,101 @@
+"""What the app does, without the UI: identify a vehicle against a gallery, compare two images, draw
+attention. app.py only wires these to Gradio components."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from .data.two_camera import parse_name
+from .gallery import Gallery, GalleryItem
+from .images import load_image
+from .overlay import attention_overlay
+
+__all__ = ["ReidService", "Match", "Identification", "Comparison"]
+
+
+@dataclass
+class Match:
+    rank: int
+    similarity: float
+    item: GalleryItem
+    correct: bool | None  # None when the query's identity is unknown
+
+
+@dataclass
+class Identification:
+    coarse: dict[str, float]  # label -> probability, top-k of the coarse (car model / type) level
+    coarse_level: str
+    matches: list[Match]
+    overlay: Image.Image
+    query_vehicle: str | None
+
+
+@dataclass
+class Comparison:
+    similarity: float
+    same: bool | None  # None when the model has no calibrated threshold
+    threshold: float | None
+    overlays: tuple[Image.Image, Image.Image]
+
+
+@dataclass
+class ReidService:
+    predictor: object  # rnnha.predictor.Predictor
+    gallery: Gallery
+    cmap: str = "inferno"
+    alpha: float = 0.5
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def threshold(self) -> float | None:
+        value = self.metadata.get("same_vehicle_threshold")
+        return float(value) if value is not None else None
+
+    @property
+    def threshold_source(self) -> str:
+        return self.metadata.get("threshold_source", "")
+
+    @property
+    def coarse_level(self) -> int:
+        names = self.predictor.level_names
+        return names.index("model") if "model" in names else 0
+
+    def identify(self, source, name: str | None = None, topk: int = 5, raw: bool = False) -> Identification:
+        """source: a path, bytes or image; name: the original file name (tells a known identity)."""
+        image = load_image(source)
+        prediction = self.predictor.predict([image], topk=topk)[0]
+        level = self.predictor.level_names[self.coarse_level]
+        digest = _digest(source)
+        parsed = parse_name(Path(name).name) if name else None
+        query_vehicle = parsed["vehicle"] if parsed else None
+        matches = []
+        for rank, (index, similarity) in enumerate(self.gallery.search(prediction.embedding, topk, digest), 1):
+            item = self.gallery.items[index]
+            correct = None if query_vehicle is None or item.vehicle is None else item.vehicle == query_vehicle
+            matches.append(Match(rank, similarity, item, correct))
+        return Identification(dict(prediction.levels[level]), level, matches,
+                              attention_overlay(image, prediction.attention, self.alpha, self.cmap, raw), query_vehicle)
+
+    def compare(self, first, second, raw: bool = False) -> Comparison:
+        images = [load_image(first), load_image(second)]
+        a, b = self.predictor.predict(images, topk=1)
+        similarity = float(a.embedding @ b.embedding)
+        threshold = self.threshold
+        same = None if threshold is None else similarity >= threshold
+        overlays = tuple(attention_overlay(im, p.attention, self.alpha, self.cmap, raw) for im, p in zip(images, (a, b)))
+        return Comparison(similarity, same, threshold, overlays)
+
+    def gallery_overlay(self, index: int, raw: bool = False) -> Image.Image:
+        item = self.gallery.items[index]
+        return attention_overlay(load_image(item.path), self.gallery.attention[index], self.alpha, self.cmap, raw)
+
+
+def _digest(source) -> str | None:
+    if isinstance(source, (str, Path)) and Path(source).is_file():
+        return hashlib.sha1(Path(source).read_bytes()).hexdigest()
+    if isinstance(source, (bytes, bytearray)):
+        return hashlib.sha1(source).hexdigest()
+    return None

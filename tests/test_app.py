@@ -1,0 +1,133 @@
+"""app.py in-process: every endpoint through gradio_client on real images, and every bad input the
+issue lists, each answered with a clear message while the app keeps serving."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+GALLERY = REPO / "assets" / "gallery"
+
+
+@pytest.fixture(scope="module")
+def client(app_server):
+    return Client(app_server, verbose=False)
+
+
+def identify(client, path):
+    return client.predict(handle_file(str(path)), api_name="/identify")
+
+
+def test_named_endpoints(client):
+    assert {"/identify", "/compare"} <= set(client.view_api(return_format="dict")["named_endpoints"])
+
+
+def test_identify_gives_a_car_model_and_five_sorted_matches(client):
+    label, matches, images, overlay, note = identify(client, GALLERY / "car_0139_cam1.jpg")
+    assert label["label"] and len(label["confidences"]) == 5
+    confidences = [c["confidence"] for c in label["confidences"]]
+    assert confidences == sorted(confidences, reverse=True) and 0 < confidences[0] <= 1
+    rows = matches["data"]
+    similarities = [row[1] for row in rows]
+    assert len(rows) == 5 and similarities == sorted(similarities, reverse=True)
+    assert all(-1 <= s <= 1 for s in similarities)
+    assert all(row[5] != "car_0139_cam1.jpg" for row in rows)  # the query itself is not a match
+    assert {row[4] for row in rows} <= {"yes", "no"} and "car_0139" in note
+    assert len(images) == 5
+    with Image.open(overlay) as shown, Image.open(GALLERY / "car_0139_cam1.jpg") as original:
+        assert shown.size == original.size
+
+
+def test_compare_ranks_one_vehicle_above_two(client):
+    same = client.predict(handle_file(str(GALLERY / "car_0139_cam1.jpg")),
+                          handle_file(str(GALLERY / "car_0139_cam2.jpg")), api_name="/compare")
+    different = client.predict(handle_file(str(GALLERY / "car_0139_cam1.jpg")),
+                               handle_file(str(GALLERY / "truck_0010_cam2.jpg")), api_name="/compare")
+    assert -1 <= different[0] < same[0] <= 1
+    assert same[1] in {"same vehicle", "different vehicles"} and "Threshold" in same[4]
+    with Image.open(same[2]) as a, Image.open(GALLERY / "car_0139_cam1.jpg") as original:
+        assert a.size == original.size
+
+
+def encoded(image: Image.Image, fmt: str, **kw) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **kw)
+    return buffer.getvalue()
+
+
+def photo() -> Image.Image:
+    return Image.open(GALLERY / "car_0139_cam1.jpg").convert("RGB")
+
+
+def good_inputs() -> dict[str, bytes]:
+    p = photo()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    frames = [p, p.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+    return {
+        "grey.png": encoded(p.convert("L"), "PNG"),
+        "rgba.png": encoded(p.convert("RGBA"), "PNG"),
+        "cmyk.jpg": encoded(p.convert("CMYK"), "JPEG"),
+        "deep.png": encoded(Image.fromarray(np.asarray(p.convert("L"), dtype=np.uint16) * 257), "PNG"),
+        "rotated.jpg": encoded(p, "JPEG", exif=exif),
+        "animated.gif": encoded(frames[0], "GIF", save_all=True, append_images=frames[1:]),
+    }
+
+
+def bad_inputs() -> dict[str, tuple[bytes, str]]:
+    jpeg = encoded(photo(), "JPEG")
+    return {
+        "notes.txt": (b"this is not an image", "not an image"),
+        "truncated.jpg": (jpeg[: len(jpeg) // 2], "truncated or corrupt"),
+        "empty.jpg": (b"", "empty"),
+        "dot.png": (encoded(Image.new("RGB", (1, 1)), "PNG"), "1x1 pixels"),
+        "bomb.png": (encoded(Image.new("1", (20000, 20000)), "PNG"), "too large to decode safely"),
+    }
+
+
+@pytest.mark.parametrize("name", list(good_inputs()))
+def test_unusual_but_valid_images_are_identified(client, tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(good_inputs()[name])
+    label, matches, _, overlay, _ = identify(client, path)
+    assert len(matches["data"]) == 5
+    with Image.open(overlay) as shown:
+        expected = (photo().height, photo().width) if name == "rotated.jpg" else photo().size
+        assert shown.size == expected  # EXIF-rotated photos are shown upright
+
+
+@pytest.mark.parametrize("name", list(bad_inputs()))
+def test_bad_inputs_get_a_clear_message_and_the_app_keeps_serving(client, tmp_path, name):
+    data, message = bad_inputs()[name]
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(AppError, match=message):
+        identify(client, path)
+    with pytest.raises(AppError, match=message):
+        client.predict(handle_file(str(path)), handle_file(str(GALLERY / "car_0139_cam2.jpg")), api_name="/compare")
+    assert len(identify(client, GALLERY / "truck_0001_cam1.jpg")[1]["data"]) == 5  # still serving
+
+
+def test_missing_image_is_a_clear_message(client):
+    with pytest.raises(AppError, match="No image"):
+        client.predict(None, api_name="/identify")
+
+
+def test_own_gallery_from_a_zip(client, tmp_path):
+    import zipfile
+
+    archive = tmp_path / "mine.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for name in ("car_0139_cam2.jpg", "truck_0010_cam2.jpg", "truck_0001_cam2.jpg"):
+            z.write(GALLERY / name, f"nested/{name}")
+        z.writestr("readme.txt", "not an image")
+    note = client.predict([handle_file(str(archive))], api_name="/build_gallery")
+    assert "Gallery of 3 images ready" in note
