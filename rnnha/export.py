@@ -181,26 +181,62 @@ embeddings = predictor.embed(["a.jpg", "b.jpg"])
 
 # --- CLI ----------------------------------------------------------------------------------------------
 
+def calibrate(model: RNNHA, kind: str, root: str | Path, list_file: str | None = None) -> dict:
+    """The same-vehicle threshold on all image pairs of a labelled set (rnnha.verification)."""
+    from .data import load_dataset
+    from .evaluate import extract
+    from .predictor import Predictor
+    from .verification import calibrate_threshold, pair_similarities
+
+    options = {"list_file": list_file} if list_file else {}
+    samples = load_dataset(kind, root, **options)
+    features = extract(Predictor(model), samples, desc="calibrate")
+    result = calibrate_threshold(*pair_similarities(features.embeddings, [s.labels["vehicle"] for s in samples]))
+    where = f"{Path(root).name}" + (f" ({list_file})" if list_file else "")
+    return {**result, "source": f"all image pairs of {where}: {result['positive_pairs']} same-vehicle and "
+                                f"{result['negative_pairs']} different-vehicle pairs, best balanced accuracy "
+                                f"{result['balanced_accuracy']:.1f} %"}
+
+
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: torch.dtype = torch.float32,
-                      name: str | None = None, license: str = "apache-2.0") -> Path:
+                      name: str | None = None, license: str = "apache-2.0", description: str = "",
+                      training_data: str = "", extra_metrics: dict | None = None,
+                      calibration: tuple[str, str, str | None] | None = None, command: str = "") -> Path:
+    """A model folder from a training checkpoint: weights, config (with the training recipe, metrics,
+    the calibrated threshold and zoo metadata) and a model card."""
     from .checkpoint import model_state, read_checkpoint
 
     tensors, record = read_checkpoint(checkpoint)
     config = RNNHAConfig.from_dict(record["model_config"])
     model = RNNHA(config)
     model.load_state_dict(model_state(tensors), strict=True)
+    model.eval()
     history = record.get("history", [])
     val = next((row["val"] for row in reversed(history) if "val" in row), None)
     train_cfg = record.get("config", {})
     val_kind = (train_cfg.get("val") or {}).get("kind", "validation")
     metrics = {val_kind: {k: v for k, v in val.items() if not isinstance(v, (dict, list))}} if val else {}
+    metrics.update(extra_metrics or {})
     datasets = sorted({spec["kind"] for spec in train_cfg.get("train", [])})
-    training = (f"Trained for {record.get('epoch')} epochs on {', '.join(datasets) or 'unknown data'} "
-                f"with `python -m rnnha.train` (recipe in config.json, key `training`).")
-    name = name or Path(out_dir).name
+    training = (f"Trained for {record.get('epoch')} epochs on {', '.join(datasets) or 'unknown data'} with "
+                f"`{command or 'python -m rnnha.train'}` (the recipe is in config.json, key `training`).")
+    if training_data:
+        training += f"\n\n**Training data.** {training_data}"
     extra = {"training": train_cfg, "metrics": metrics, "epochs_trained": record.get("epoch")}
-    card = model_card(config, name, metrics, license, datasets, training)
-    return save_pretrained(model, out_dir, dtype, extra, card)
+    extra_text = ""
+    if calibration is not None:
+        threshold = calibrate(model, *calibration)
+        extra.update(same_vehicle_threshold=threshold["threshold"], threshold_source=threshold["source"])
+        extra_text = (f"\n## Same vehicle or not\n\nCosine similarity >= {threshold['threshold']:.4f} means "
+                      f"\"same vehicle\": calibrated on {threshold['source']}.\n")
+    name = name or Path(out_dir).name
+    card = model_card(config, name, metrics, license, datasets, training, extra_text)
+    folder = save_pretrained(model, out_dir, dtype, extra, card)
+    document = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+    document["zoo"] = {"description": description, "license": license, "training_data": training_data,
+                       "sha256": sha256_file(folder / WEIGHTS_NAME), "tags": [config.backbone, config.variant]}
+    atomic_write_text(folder / CONFIG_NAME, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    return folder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -211,12 +247,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
     parser.add_argument("--name", help="model name in the card (default: the folder's name)")
     parser.add_argument("--license", default="apache-2.0")
+    parser.add_argument("--description", default="", help="one line for the zoo")
+    parser.add_argument("--training-data", default="", help="what it was trained on, with the data's terms")
+    parser.add_argument("--metrics", action="append", default=[], metavar="NAME=FILE",
+                        help="add the figures of `python -m rnnha.evaluate --json` (repeatable)")
+    parser.add_argument("--calibrate", nargs=2, metavar=("KIND", "ROOT"),
+                        help="calibrate the same-vehicle threshold on a labelled set (e.g. two-camera DIR)")
+    parser.add_argument("--calibrate-list", help="list file for --calibrate (e.g. val.txt)")
+    parser.add_argument("--command", default="", help="the training command, for the card")
     parser.add_argument("--push", metavar="ORG/NAME", help="upload the folder to this Hub repo")
     parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
     parser.add_argument("--revision", help="branch to push to (default: main)")
     args = parser.parse_args(argv)
     try:
-        folder = export_checkpoint(args.checkpoint, args.out_dir, getattr(torch, args.dtype), args.name, args.license)
+        extra_metrics = {}
+        for item in args.metrics:
+            label, _, path = item.partition("=")
+            figures = json.loads(Path(path).read_text())
+            extra_metrics[label] = {k: v for k, v in figures.items() if isinstance(v, (int, float))}
+        calibration = (*args.calibrate, args.calibrate_list) if args.calibrate else None
+        folder = export_checkpoint(args.checkpoint, args.out_dir, getattr(torch, args.dtype), args.name,
+                                   args.license, args.description, args.training_data, extra_metrics,
+                                   calibration, args.command)
         print(f"wrote {folder}: {', '.join(sorted(p.name for p in folder.iterdir()))}")
         if args.push:
             from .hub import push_folder

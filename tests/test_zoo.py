@@ -255,3 +255,25 @@ def test_fp16_export_stays_close(small_model, images, tmp_path):
     folder = save_pretrained(small_model, tmp_path / "half", dtype=torch.float16)
     half = embed(load_model(folder, device="cpu", dtype=torch.float32), images)
     assert (half * embed(small_model, images)).sum(1).min() > 0.999
+
+
+def test_export_calibrates_the_threshold_and_records_zoo_metadata(small_model, tmp_path, khoa_root):
+    from rnnha.export import main
+    from zoo.entries import _from_folder
+
+    checkpoint = _checkpoint(tmp_path, small_model)
+    (tmp_path / "cars.json").write_text(json.dumps({"top1": 80.5, "top5": 95.0, "subset": "holdout"}))
+    out = tmp_path / "shipped"
+    assert main([str(checkpoint), str(out), "--dtype", "float16", "--calibrate", "two-camera", str(khoa_root),
+                 "--calibrate-list", "val.txt", "--metrics", f"stanford-cars={tmp_path / 'cars.json'}",
+                 "--training-data", "Stanford Cars (research use only)", "--description", "test"]) == 0
+    document = json.loads((out / "config.json").read_text())
+    assert -1 < document["same_vehicle_threshold"] < 1
+    assert "102 same-vehicle and 20604 different-vehicle pairs" in document["threshold_source"]
+    assert document["metrics"]["stanford-cars"] == {"top1": 80.5, "top5": 95.0}
+    assert document["zoo"]["sha256"] == sha256_file(out / "model.safetensors")
+    entry = _from_folder("shipped", out)
+    assert entry.training_data.startswith("Stanford Cars") and entry.metrics["two-camera"]["mAP"] == 61.5
+    predictor = load_model(out, device="cpu")
+    assert predictor.metadata["same_vehicle_threshold"] == document["same_vehicle_threshold"]
+    assert "research use only" in (out / "README.md").read_text()
