@@ -18,3 +18,15 @@ def test_ci_runs_the_readme_test_command():
 
 def test_readme_starts_the_app():
     assert any("python3 app.py" in b for b in bash_blocks())
+
+
+def test_space_front_matter_matches_requirements():
+    import yaml
+
+    text = (REPO / "README.md").read_text()
+    assert text.startswith("---\n")
+    meta = yaml.safe_load(text.split("---\n")[1])
+    assert meta["sdk"] == "gradio" and meta["app_file"] == "app.py" and (REPO / meta["app_file"]).is_file()
+    pin = re.search(r"^gradio==([\d.]+)", (REPO / "requirements.txt").read_text(), flags=re.M)
+    assert pin and meta["sdk_version"] == pin.group(1)
+    assert meta["license"] and meta["python_version"]
