@@ -171,6 +171,8 @@ def test_combined_datasets_keep_levels_apart(khoa_root, cars_root):
     assert dataset.targets[stanford, 1] == IGNORE_INDEX and dataset.targets[stanford, 0] >= 0
     image, labels, camera = dataset[car]
     assert image.shape == (3, 64, 64) and camera >= 0
+    twice = load_specs([DatasetSpec("two-camera", str(khoa_root), {"list_file": "val.txt"}, repeat=2)])
+    assert len(twice) == 2 * 204 and twice[:204] == twice[204:]
 
 
 def test_pk_sampler_batches_identities():

@@ -34,7 +34,8 @@ class DatasetSpec:
 
     rename: map the dataset's level names onto the run's (e.g. {"type": "model"});
     ignore: labels to treat as missing per level (e.g. {"model": ["car"]});
-    prefix: namespaces vehicle ids, so that ids of different datasets never collide.
+    prefix: namespaces vehicle ids, so that ids of different datasets never collide;
+    repeat: list the dataset this many times per epoch (oversample a small dataset in a mix).
     """
 
     kind: str
@@ -43,6 +44,7 @@ class DatasetSpec:
     rename: dict[str, str] = field(default_factory=dict)
     ignore: dict[str, list[str]] = field(default_factory=dict)
     prefix: str | None = None
+    repeat: int = 1
 
     def load(self, base: Path | None = None) -> list[Sample]:
         root = Path(self.root)
@@ -57,7 +59,9 @@ class DatasetSpec:
                 labels["vehicle"] = f"{self.prefix}/{labels['vehicle']}"
             camera = f"{self.prefix}/{s.camera}" if self.prefix and s.camera else s.camera
             out.append(Sample(s.path, labels, camera))
-        return out
+        if self.repeat < 1:
+            raise DataError(f"repeat must be at least 1, got {self.repeat}")
+        return out * self.repeat
 
 
 def load_specs(specs: list[DatasetSpec | dict], base: Path | None = None) -> list[Sample]:
