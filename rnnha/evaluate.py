@@ -65,12 +65,20 @@ def extract(predictor: Predictor, samples: Sequence[Sample], flip: bool = False,
     return Features(torch.cat(embeddings), [torch.cat(level) for level in zip(*logits)])
 
 
+def _ids(samples: Sequence[Sample]) -> list[str]:
+    return [s.labels["vehicle"] for s in samples]
+
+
+def _cameras(samples: Sequence[Sample]) -> list[str | None]:
+    return [s.camera for s in samples]
+
+
 def _reid(q: Features, g: Features, query: Sequence[Sample], gallery: Sequence[Sample],
           cameras: bool = True) -> dict:
     similarity = q.embeddings @ g.embeddings.T  # cosine: both sides are unit norm
-    ids = lambda s: [x.labels["vehicle"] for x in s]  # noqa: E731
-    cams = lambda s: [x.camera for x in s] if cameras else None  # noqa: E731
-    return reid_metrics(similarity, ids(query), ids(gallery), cams(query), cams(gallery))
+    if not cameras:
+        return reid_metrics(similarity, _ids(query), _ids(gallery))
+    return reid_metrics(similarity, _ids(query), _ids(gallery), _cameras(query), _cameras(gallery))
 
 
 def evaluate_two_camera(predictor: Predictor, samples: Sequence[Sample], flip: bool = False) -> dict:
@@ -80,13 +88,14 @@ def evaluate_two_camera(predictor: Predictor, samples: Sequence[Sample], flip: b
         raise DataError(f"a two-camera evaluation needs exactly two cameras, found {cameras}")
     features = extract(predictor, samples, flip)
     index = {c: [i for i, s in enumerate(samples) if s.camera == c] for c in cameras}
-    part = lambda c: Features(features.embeddings[index[c]], [])  # noqa: E731
     result = {}
     for a, b in ((cameras[0], cameras[1]), (cameras[1], cameras[0])):
-        result[f"cam{a}->cam{b}"] = _reid(part(a), part(b), [samples[i] for i in index[a]],
-                                          [samples[i] for i in index[b]], cameras=False)
+        similarity = features.embeddings[index[a]] @ features.embeddings[index[b]].T
+        result[f"cam{a}->cam{b}"] = reid_metrics(similarity, _ids([samples[i] for i in index[a]]),
+                                                 _ids([samples[i] for i in index[b]]))
+    directions = list(result)
     for key in ("mAP", "rank1", "rank5", "rank10", "mINP"):
-        result[key] = sum(result[d][key] for d in list(result)[:2]) / 2
+        result[key] = sum(result[d][key] for d in directions) / 2
     result.update(_coarse_if_labelled(predictor, samples, features))
     return result
 
@@ -95,9 +104,8 @@ def evaluate_veri(predictor: Predictor, root: str | Path, flip: bool = False) ->
     query, gallery = load_dataset("veri", root, split="query"), load_dataset("veri", root, split="test")
     q, g = extract(predictor, query, flip, desc="query"), extract(predictor, gallery, flip, desc="gallery")
     result = _reid(q, g, query, gallery)
-    official = veri_matlab_metrics(q.embeddings @ g.embeddings.T, [s.labels["vehicle"] for s in query],
-                                   [s.labels["vehicle"] for s in gallery], [s.camera for s in query],
-                                   [s.camera for s in gallery])
+    official = veri_matlab_metrics(q.embeddings @ g.embeddings.T, _ids(query), _ids(gallery),
+                                   _cameras(query), _cameras(gallery))
     result["veri_matlab_mAP"] = official["mAP"]
     return result
 
@@ -109,8 +117,7 @@ def evaluate_vehicleid(predictor: Predictor, root: str | Path, sizes: Sequence[i
     for size in sizes:
         samples = load_dataset("vehicleid", root, split=f"test{size}", skip_missing=skip_missing)
         features = extract(predictor, samples, flip, desc=f"test{size}")
-        result[f"test{size}"] = vehicleid_metrics(features.embeddings, [s.labels["vehicle"] for s in samples],
-                                                  repeats=repeats, seed=seed)
+        result[f"test{size}"] = vehicleid_metrics(features.embeddings, _ids(samples), repeats=repeats, seed=seed)
     return result
 
 
@@ -141,10 +148,10 @@ def evaluate_coarse(predictor: Predictor, samples: Sequence[Sample], level: str 
 
 
 def _coarse_if_labelled(predictor, samples, features) -> dict:
-    coarse = predictor.level_names[:-1]
-    for level in coarse:
-        if any(s.labels.get(level) in set(predictor.class_names(predictor.level_names.index(level)))
-               for s in samples):
+    """Top-1/5 of the first coarse level whose labels the samples carry (e.g. type on two-camera)."""
+    for t, level in enumerate(predictor.level_names[:-1]):
+        known = set(predictor.class_names(t))
+        if any(s.labels.get(level) in known for s in samples):
             accuracy = evaluate_coarse(predictor, samples, level, features)
             return {f"{level}_top1": accuracy["top1"], f"{level}_top5": accuracy["top5"]}
     return {}
@@ -158,9 +165,15 @@ def evaluate_samples(predictor: Predictor, kind: str, samples: Sequence[Sample],
     if kind in ("stanford-cars", "csv") and not any("vehicle" in s.labels for s in samples):
         return evaluate_coarse(predictor, samples, level or ("model" if "model" in predictor.level_names
                                                              else None))
-    if kind == "csv":
+    if kind == "csv":  # every image is a query against all the others
+        samples = [s for s in samples if "vehicle" in s.labels]
         features = extract(predictor, samples, flip)
-        return {**_reid(features, features, samples, samples), **_coarse_if_labelled(predictor, samples, features)}
+        # junk: the query itself, and its vehicle's images from the same camera (a missing camera is
+        # the image's own, so that only the query itself is removed)
+        cams = [s.camera if s.camera is not None else f"image{i}" for i, s in enumerate(samples)]
+        similarity = features.embeddings @ features.embeddings.T
+        return {**reid_metrics(similarity, _ids(samples), _ids(samples), cams, cams),
+                **_coarse_if_labelled(predictor, samples, features)}
     raise DataError(f"no sample-level protocol for {kind!r}; use evaluate_veri / evaluate_vehicleid")
 
 

@@ -147,7 +147,9 @@ def _schedule(cfg: TrainConfig, steps_per_epoch: int):
 
 
 def _optimizer(cfg: TrainConfig, model: RNNHA) -> torch.optim.Optimizer:
-    trainable = lambda module: [p for p in module.parameters() if p.requires_grad]  # noqa: E731
+    def trainable(module: torch.nn.Module) -> list:
+        return [p for p in module.parameters() if p.requires_grad]
+
     groups = [{"params": trainable(model.backbone), "lr": cfg.lr * cfg.backbone_lr_mult},
               {"params": trainable(model.head), "lr": cfg.lr}]
     if cfg.optimizer == "rmsprop":  # the paper: RMSprop with default parameters

@@ -113,3 +113,23 @@ def test_config_errors_are_clear(tmp_path, khoa_root):
     with pytest.raises(SystemExit, match="not key=value"):
         TrainConfig.from_file(config, ["epochs"])
     assert TrainConfig.from_file(config, ["epochs=7", "model.hidden_size=32"]).model["hidden_size"] == 32
+
+
+def test_csv_protocol_never_matches_a_query_with_itself(tmp_path, khoa_root, monkeypatch):
+    """Two views of 3 vehicles in a CSV without cameras, embedded so that each image's other view is
+    its farthest neighbour: rank-1 is 0 unless the query wrongly matches itself."""
+    import rnnha.evaluate as ev
+    from rnnha import RNNHA, RNNHAConfig
+    from rnnha.predictor import Predictor
+
+    names = (khoa_root / "val.txt").read_text().split()[:6]
+    files = {p.name: p for p in (khoa_root / "images").rglob("*.jpg")}
+    (tmp_path / "val.csv").write_text("path,vehicle\n" + "".join(f"{files[n]},{n.rsplit('_', 1)[0]}\n" for n in names))
+    basis = torch.eye(3)
+    views = torch.stack([basis[i // 2] * (1 if i % 2 == 0 else -1) for i in range(6)])  # partner = -self
+    assert [n.rsplit("_", 1)[0] for n in names[::2]] == [n.rsplit("_", 1)[0] for n in names[1::2]]
+    monkeypatch.setattr(ev, "extract", lambda predictor, samples, flip=False: ev.Features(views, [torch.zeros(6, 10)]))
+    model = RNNHA(RNNHAConfig(hidden_size=32, input_size=64))
+    result = ev.evaluate(Predictor(model, device="cpu"), "csv", tmp_path / "val.csv")
+    assert result["num_valid_queries"] == 6
+    assert result["rank1"] == 0 and result["mAP"] == pytest.approx(100 / 5)  # the partner is last of 5
