@@ -199,7 +199,14 @@ def evaluate(predictor: Predictor, kind: str, root: str | Path, flip: bool = Fal
 
 
 def load_predictor(name_or_path: str, device=None) -> Predictor:
-    """A zoo name, an exported folder or Hub id (via the zoo), or a training checkpoint file."""
+    """A zoo name, an exported folder or Hub id (via the zoo), a training checkpoint file, or
+    `imagenet:BACKBONE`: the zero-shot baseline, the backbone's ImageNet GAP feature (no training)."""
+    if name_or_path.startswith("imagenet:"):
+        from .model import RNNHA, RNNHAConfig
+
+        config = RNNHAConfig(backbone=name_or_path.split(":", 1)[1], head="bnneck", num_classes=[1],
+                             level_names=["vehicle"], pretrained_backbone=True)
+        return Predictor(RNNHA(config), device=device)
     path = Path(name_or_path)
     if path.suffix == ".safetensors":
         from .checkpoint import model_state, read_checkpoint
@@ -227,7 +234,8 @@ def _format(result: dict, indent: str = "") -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rnnha.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="zoo name, exported folder, hf-hub:ORG/NAME, or checkpoint")
+    parser.add_argument("--model", required=True,
+                        help="zoo name, exported folder, hf-hub:ORG/NAME, checkpoint, or imagenet:BACKBONE (zero-shot)")
     parser.add_argument("--dataset", required=True, choices=["veri", "vehicleid", "two-camera", "stanford-cars", "csv"])
     parser.add_argument("--root", required=True, help="dataset folder (csv: the CSV file)")
     parser.add_argument("--list", dest="list_file", help="two-camera: list file of names (default val.txt if present)")

@@ -133,3 +133,15 @@ def test_csv_protocol_never_matches_a_query_with_itself(tmp_path, khoa_root, mon
     result = ev.evaluate(Predictor(model, device="cpu"), "csv", tmp_path / "val.csv")
     assert result["num_valid_queries"] == 6
     assert result["rank1"] == 0 and result["mAP"] == pytest.approx(100 / 5)  # the partner is last of 5
+
+
+def test_zero_shot_model_is_the_imagenet_gap_feature(khoa_pair):
+    from rnnha.evaluate import load_predictor
+
+    predictor = load_predictor("imagenet:efficientnet_lite0", device="cpu")
+    predictor.dtype = torch.float32
+    batch = predictor.preprocess(list(khoa_pair))
+    with torch.inference_mode():
+        gap = predictor.model.backbone(batch).mean(dim=(2, 3))
+    torch.testing.assert_close(predictor.embed(batch), torch.nn.functional.normalize(gap, dim=1),
+                               rtol=1e-4, atol=1e-5)
