@@ -3,6 +3,7 @@ issue lists, each answered with a clear message while the app keeps serving."""
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -131,3 +132,43 @@ def test_own_gallery_from_a_zip(client, tmp_path):
         z.writestr("readme.txt", "not an image")
     note = client.predict([handle_file(str(archive))], api_name="/build_gallery")
     assert "Gallery of 3 images ready" in note
+
+
+def test_python_app_py_serves_on_the_port_spaces_set(tmp_path):
+    """The README's command as a Space runs it: GRADIO_SERVER_NAME / _PORT honoured, the queue on,
+    and nothing written into the repository (only under RNNHA_CACHE and Gradio's temp folder)."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from conftest import _free_port
+
+    before = subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=REPO, capture_output=True, text=True).stdout
+    port = _free_port()
+    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
+           "RNNHA_CACHE": str(tmp_path / "cache"), "GRADIO_TEMP_DIR": str(tmp_path / "gradio"),
+           "MPLCONFIGDIR": str(tmp_path / "mpl"), "GRADIO_ANALYTICS_ENABLED": "False"}
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=5) as response:
+                    config = response.read().decode()
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read()
+                assert time.time() < deadline, "app.py did not start within 180 s"
+                time.sleep(1)
+        assert json.loads(config)["enable_queue"] is True
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        assert len(client.predict(handle_file(str(GALLERY / "car_0139_cam1.jpg")), api_name="/identify")[1]["data"]) == 5
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    after = subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=REPO, capture_output=True, text=True).stdout
+    assert after == before
+    assert any((tmp_path / "cache").rglob("gallery-*.safetensors"))
