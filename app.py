@@ -35,9 +35,15 @@ def _default_items():
     return tuple(items_from_folder(DEFAULT_GALLERY))
 
 
-def service(model: str, items=None, progress=None) -> ReidService:
+@lru_cache(maxsize=8)
+def _gallery(model: str, items: tuple) -> Gallery:
+    return Gallery.build(_predictor(model), items, CACHE / "galleries")
+
+
+def service(model: str, items=None) -> ReidService:
+    """The model with a gallery (the shipped one when items is None), both built once and cached."""
     predictor = _predictor(model)
-    gallery = Gallery.build(predictor, items or _default_items(), CACHE / "galleries", progress)
+    gallery = _gallery(model, tuple(items) if items else _default_items())
     return ReidService(predictor, gallery, metadata=getattr(predictor, "metadata", {}))
 
 
@@ -121,7 +127,7 @@ def build_gallery(files, model: str, progress=gr.Progress()):
         raise gr.Error("Upload images or a zip file first.")
     paths = [f if isinstance(f, str) else f.name for f in files]
     items, skipped = items_from_uploads(paths, tempfile.mkdtemp(prefix="gallery-", dir=_uploads_dir()))
-    service(model, items, progress=lambda f, text: progress(f, desc=text))
+    Gallery.build(_predictor(model), items, CACHE / "galleries", lambda f, text: progress(f, desc=text))
     note = f"Gallery of {len(items)} images ready." + (f" Skipped: {'; '.join(skipped)}" if skipped else "")
     return items, note
 
