@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         for item in args.metrics:
             label, _, path = item.partition("=")
             figures = json.loads(Path(path).read_text())
-            extra_metrics[label] = {k: v for k, v in figures.items() if isinstance(v, (int, float))}
+            extra_metrics[label] = {k: v for k, v in figures.items() if isinstance(v, float)}  # not counts
         calibration = (*args.calibrate, args.calibrate_list) if args.calibrate else None
         folder = export_checkpoint(args.checkpoint, args.out_dir, getattr(torch, args.dtype), args.name,
                                    args.license, args.description, args.training_data, extra_metrics,

@@ -262,7 +262,7 @@ def test_export_calibrates_the_threshold_and_records_zoo_metadata(small_model, t
     from zoo.entries import _from_folder
 
     checkpoint = _checkpoint(tmp_path, small_model)
-    (tmp_path / "cars.json").write_text(json.dumps({"top1": 80.5, "top5": 95.0, "subset": "holdout"}))
+    (tmp_path / "cars.json").write_text(json.dumps({"top1": 80.5, "top5": 95.0, "subset": "holdout", "num_images": 731}))
     out = tmp_path / "shipped"
     assert main([str(checkpoint), str(out), "--dtype", "float16", "--calibrate", "two-camera", str(khoa_root),
                  "--calibrate-list", "val.txt", "--metrics", f"stanford-cars={tmp_path / 'cars.json'}",
