@@ -24,7 +24,17 @@ from .images import load_image
 from .metrics import reid_metrics, topk_accuracy, vehicleid_metrics, veri_matlab_metrics
 from .predictor import Predictor
 
-__all__ = ["Features", "extract", "evaluate_samples", "evaluate_two_camera", "evaluate_veri",
+PROTOCOLS = {  # what each dataset kind's figures mean, for model cards and reports
+    "two-camera": "two-camera folder, val.txt by default: cam1 queries vs the cam2 gallery and the reverse, "
+                  "mean of both; cosine similarity; mAP (non-interpolated), CMC, mINP in percent",
+    "veri": "VeRi-776 query vs test, same-vehicle same-camera gallery images removed as junk (torchreid / "
+            "fast-reid protocol); veri_matlab_mAP is the official MATLAB-style AP",
+    "vehicleid": "VehicleID test 800/1600/2400, one random gallery image per vehicle, 10 repeats (seeds 0-9)",
+    "stanford-cars": "car-model top-1 / top-5 on the held-out 10 % of every Stanford Cars class (seed 0)",
+    "csv": "every labelled image a query against all the others, itself and same-camera views removed",
+}
+
+__all__ = ["PROTOCOLS", "Features", "extract", "evaluate_samples", "evaluate_two_camera", "evaluate_veri",
            "evaluate_vehicleid", "evaluate_coarse", "main"]
 
 

@@ -142,8 +142,11 @@ def model_card(config: RNNHAConfig, name: str, metrics: dict | None = None, lice
                          eval_results=results or None)
     prep = resolve_preprocessing(config)
     levels = ", ".join(f"{n} ({c} classes)" for n, c in zip(config.level_names, config.num_classes))
+    from .evaluate import PROTOCOLS
+
     table = "\n".join(f"| {d} | {m} | {v:.2f} |" for d, f in (metrics or {}).items() for m, v in f.items()
                       if isinstance(v, (int, float)) and not isinstance(v, bool))
+    protocols = "\n".join(f"- **{d}**: {PROTOCOLS[d]}." for d in (metrics or {}) if d in PROTOCOLS)
     text = f"""---
 {data.to_yaml()}
 ---
@@ -173,6 +176,8 @@ embeddings = predictor.embed(["a.jpg", "b.jpg"])
 | data | metric | value |
 |---|---|---|
 {table or "| - | - | - |"}
+
+{protocols}
 {extra_text}
 """
     ModelCard(text)  # validates the YAML block

@@ -277,3 +277,15 @@ def test_export_calibrates_the_threshold_and_records_zoo_metadata(small_model, t
     predictor = load_model(out, device="cpu")
     assert predictor.metadata["same_vehicle_threshold"] == document["same_vehicle_threshold"]
     assert "research use only" in (out / "README.md").read_text()
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    from rnnha.io import atomic_write_text
+
+    atomic_write_text(tmp_path / "a.txt", "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]  # no temporary file left behind
