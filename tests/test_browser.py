@@ -34,6 +34,13 @@ def shots(tmp_path_factory) -> Path:
     return Path(folder) if folder else tmp_path_factory.mktemp("screenshots")
 
 
+def screenshot(page, path: Path):
+    """After every image on the page has loaded (the matches arrive after the table)."""
+    page.wait_for_function("() => [...document.images].every(i => i.complete && i.naturalWidth > 0)",
+                           timeout=60_000)
+    page.screenshot(path=str(path), full_page=True)
+
+
 def open_tab(page, name: str):
     page.get_by_role("tab", name=name).click()
 
@@ -44,7 +51,7 @@ def test_identify_tab(page, shots):
     page.get_by_role("button", name="Identify", exact=True).click()
     page.wait_for_selector("text=Query identity: car_0139", timeout=120_000)
     assert page.locator("text=car_0139_cam2.jpg").count() >= 1  # its other view is among the matches
-    page.screenshot(path=str(shots / "identify.png"), full_page=True)
+    screenshot(page, shots / "identify.png")
 
 
 def test_compare_tab(page, shots):
@@ -57,7 +64,7 @@ def test_compare_tab(page, shots):
     page.wait_for_function("() => [...document.querySelectorAll('textarea, input')].some("
                            "e => /same vehicle|different vehicles/.test(e.value))", timeout=120_000)
     assert float(tab.get_by_label("Cosine similarity").input_value()) > 0
-    page.screenshot(path=str(shots / "compare.png"), full_page=True)
+    screenshot(page, shots / "compare.png")
 
 
 def test_attention_browser_tab(page, shots):
@@ -65,7 +72,7 @@ def test_attention_browser_tab(page, shots):
     page.get_by_role("button", name="Next ▶").click()
     page.wait_for_selector("text=Page 2 of", timeout=120_000)
     assert page.get_by_role("tabpanel").locator("img").count() >= 12
-    page.screenshot(path=str(shots / "attention-browser.png"), full_page=True)
+    screenshot(page, shots / "attention-browser.png")
 
 
 def test_your_gallery_tab(page, shots):
@@ -76,4 +83,4 @@ def test_your_gallery_tab(page, shots):
     page.wait_for_timeout(1000)
     page.get_by_role("button", name="Build index").click()
     page.wait_for_selector("text=Gallery of 3 images ready", timeout=120_000)
-    page.screenshot(path=str(shots / "your-gallery.png"), full_page=True)
+    screenshot(page, shots / "your-gallery.png")
