@@ -172,3 +172,16 @@ def test_python_app_py_serves_on_the_port_spaces_set(tmp_path):
     after = subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=REPO, capture_output=True, text=True).stdout
     assert after == before
     assert any((tmp_path / "cache").rglob("gallery-*.safetensors"))
+
+
+def test_attention_browser_and_gallery_reset_endpoints(client):
+    tiles, page, status = client.predict("default", 0, False, api_name="/browse_next")
+    assert page == 1 and "Page 2 of 17 (204 images)" in status and len(tiles) == 12
+    assert tiles[0]["caption"] == "car_0062_cam1.jpg"
+    with Image.open(tiles[0]["image"]) as first:
+        assert first.size[0] > 16
+    raw_tiles, page, _ = client.predict("default", 1, True, api_name="/browse_previous")
+    assert page == 0 and len(raw_tiles) == 12
+    _, page, _ = client.predict("default", 0, False, api_name="/browse_previous")
+    assert page == 0  # clamped at the first page
+    assert client.predict(api_name="/reset_gallery") == "Using the shipped gallery."
