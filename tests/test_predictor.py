@@ -49,3 +49,16 @@ def test_embed_accepts_paths_images_and_tensors(model, khoa_pair):
     torch.testing.assert_close(from_paths, from_pil)
     torch.testing.assert_close(from_paths, from_tensor)
     assert predictor.embed([]).shape == (0, 1024)
+
+
+def test_benchmark_prints_one_row_per_precision(capsys):
+    import json
+
+    from rnnha.benchmark import main
+
+    main(["--model", "imagenet:efficientnet_lite0", "--batch", "2", "--repeats", "1"])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rows[0]["dtype"] == "float32" and rows[0]["min_cosine_vs_fp32"] > 0.9999
+    assert all(r["images_per_second"] > 0 and r["input"] == [224, 224] for r in rows)
+    if cpu_supports_bf16():
+        assert rows[1]["dtype"] == "bfloat16" and rows[1]["min_cosine_vs_fp32"] > 0.99
