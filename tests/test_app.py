@@ -132,6 +132,11 @@ def test_own_gallery_from_a_zip(client, tmp_path):
         z.writestr("readme.txt", "not an image")
     note = client.predict([handle_file(str(archive))], api_name="/build_gallery")
     assert "Gallery of 3 images ready" in note
+    try:
+        rows = identify(client, GALLERY / "car_0139_cam1.jpg")[1]["data"]
+        assert {row[5] for row in rows} == {"car_0139_cam2.jpg", "truck_0010_cam2.jpg", "truck_0001_cam2.jpg"}
+    finally:
+        client.predict(api_name="/reset_gallery")
 
 
 def test_python_app_py_serves_on_the_port_spaces_set(tmp_path):
@@ -175,6 +180,10 @@ def test_python_app_py_serves_on_the_port_spaces_set(tmp_path):
 
 
 def test_attention_browser_and_gallery_reset_endpoints(client):
+    # a client is one session: a gallery built by another test is this session's gallery until reset
+    client.predict([handle_file(str(GALLERY / "car_0139_cam2.jpg"))], api_name="/build_gallery")
+    assert "Page 1 of 1 (1 images)" in client.predict("default", 0, False, api_name="/browse_next")[2]
+    assert client.predict(api_name="/reset_gallery") == "Using the shipped gallery."
     tiles, page, status = client.predict("default", 0, False, api_name="/browse_next")
     assert page == 1 and "Page 2 of 17 (204 images)" in status and len(tiles) == 12
     assert tiles[0]["caption"] == "car_0062_cam1.jpg"
@@ -184,4 +193,3 @@ def test_attention_browser_and_gallery_reset_endpoints(client):
     assert page == 0 and len(raw_tiles) == 12
     _, page, _ = client.predict("default", 0, False, api_name="/browse_previous")
     assert page == 0  # clamped at the first page
-    assert client.predict(api_name="/reset_gallery") == "Using the shipped gallery."
