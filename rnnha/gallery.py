@@ -60,7 +60,8 @@ def items_from_uploads(paths: Sequence[str | Path], workdir: str | Path) -> tupl
             skipped.append(f"{name}: {exc}")
             return
         digest = hashlib.sha1(data).hexdigest()
-        target = workdir / f"{digest[:12]}_{Path(name).name}"
+        target = workdir / digest[:12] / Path(name).name  # the user's own file name, shown in the app
+        target.parent.mkdir(exist_ok=True)
         target.write_bytes(data)
         parsed = parse_name(Path(name).name) or {}
         items.append(GalleryItem(target, parsed.get("vehicle"), parsed.get("camera"), digest))
