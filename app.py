@@ -5,6 +5,7 @@ is rnnha.service (identify / compare / overlays), rnnha.gallery (index and cache
 """
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from functools import lru_cache
@@ -62,6 +63,7 @@ def _path_and_name(payload) -> tuple[str, str | None]:
 
 def _errors(fn):
     """Every user-caused failure becomes a clear message in the UI and the API; the app keeps serving."""
+    @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
@@ -69,7 +71,6 @@ def _errors(fn):
             raise
         except (ImageError, ValueError, OSError, LookupError) as exc:
             raise gr.Error(str(exc)) from None
-    wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
     return wrapper
 
 

@@ -12,11 +12,22 @@ import torch
 
 from .io import atomic_save_safetensors
 
-__all__ = ["save_checkpoint", "load_checkpoint", "CheckpointError"]
+__all__ = ["save_checkpoint", "load_checkpoint", "CheckpointError", "weights_sha256"]
 
 
 class CheckpointError(ValueError):
     pass
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """sha256 of every tensor of the state dict (names and bytes, any dtype)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _optimizer_to_flat(state: dict) -> tuple[dict[str, torch.Tensor], dict]:

@@ -41,10 +41,11 @@ def sha256_file(path: str | Path) -> str:
 
 
 def save_pretrained(model: RNNHA, folder: str | Path, dtype: torch.dtype = torch.float32,
-                    extra: dict | None = None, card: str | None = None) -> Path:
+                    extra: dict | None = None, card: str | None = None, zoo: dict | None = None) -> Path:
     """Write config.json + model.safetensors (+ README.md), each atomically.
 
-    extra: further config.json keys (e.g. `same_vehicle_threshold`, `metrics`, `training`).
+    extra: further config.json keys (e.g. `same_vehicle_threshold`, `metrics`, `training`);
+    zoo: metadata for a zoo entry, to which the sha256 of the written weights is added.
     """
     folder = Path(folder)
     config = RNNHAConfig.from_dict(model.config.to_dict())
@@ -56,6 +57,8 @@ def save_pretrained(model: RNNHA, folder: str | Path, dtype: torch.dtype = torch
              for k, v in model.state_dict().items()}
     atomic_save_safetensors(state, folder / WEIGHTS_NAME, metadata={"format": "pt", "model_type": MODEL_TYPE})
     document = {"model_type": MODEL_TYPE, "config": config.to_dict(), **(extra or {})}
+    if zoo is not None:
+        document["zoo"] = {**zoo, "sha256": sha256_file(folder / WEIGHTS_NAME)}
     atomic_write_text(folder / CONFIG_NAME, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
     if card is not None:
         atomic_write_text(folder / CARD_NAME, card)
@@ -236,12 +239,9 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: torch.
                       f"\"same vehicle\": calibrated on {threshold['source']}.\n")
     name = name or Path(out_dir).name
     card = model_card(config, name, metrics, license, datasets, training, extra_text)
-    folder = save_pretrained(model, out_dir, dtype, extra, card)
-    document = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
-    document["zoo"] = {"description": description, "license": license, "training_data": training_data,
-                       "sha256": sha256_file(folder / WEIGHTS_NAME), "tags": [config.backbone, config.variant]}
-    atomic_write_text(folder / CONFIG_NAME, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
-    return folder
+    zoo = {"description": description, "license": license, "training_data": training_data,
+           "tags": [config.backbone, config.variant]}
+    return save_pretrained(model, out_dir, dtype, extra, card, zoo)
 
 
 def main(argv: list[str] | None = None) -> int:

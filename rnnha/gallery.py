@@ -84,12 +84,10 @@ def items_from_uploads(paths: Sequence[str | Path], workdir: str | Path) -> tupl
 
 def model_fingerprint(model: torch.nn.Module) -> str:
     """sha256 of the weights and the config: a gallery cache is valid for exactly one model."""
-    digest = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
-    for key, value in sorted(model.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(value.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
-                      if value.dtype == torch.bfloat16 else value.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
+    from .checkpoint import weights_sha256
+
+    config = json.dumps(model.config.to_dict(), sort_keys=True)
+    return hashlib.sha256((config + weights_sha256(model)).encode()).hexdigest()
 
 
 @dataclass

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -25,7 +24,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint, weights_sha256
 from .data import DatasetSpec, LabelSpace, PKSampler, ReidDataset, load_specs
 from .model import IGNORE_INDEX, RNNHA, RNNHAConfig
 from .transforms import train_transform
@@ -159,14 +158,6 @@ def _optimizer(cfg: TrainConfig, model: RNNHA) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True)
     raise SystemExit(f"error: unknown optimizer {cfg.optimizer!r}; use rmsprop, adamw or sgd")
-
-
-def weights_fingerprint(model: torch.nn.Module) -> str:
-    digest = hashlib.sha256()
-    for key, value in sorted(model.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def _seed_everything(seed: int) -> None:
@@ -312,7 +303,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         if world_size > 1:
             dist.barrier()
 
-    fingerprint = weights_fingerprint(model)
+    fingerprint = weights_sha256(model)
     fingerprints = [fingerprint]
     if world_size > 1:
         fingerprints = [None] * world_size
