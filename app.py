@@ -45,7 +45,7 @@ def service(model: str, items=None) -> ReidService:
     """The model with a gallery (the shipped one when items is None), both built once and cached."""
     predictor = _predictor(model)
     gallery = _gallery(model, tuple(items) if items else _default_items())
-    return ReidService(predictor, gallery, metadata=getattr(predictor, "metadata", {}))
+    return ReidService(predictor, gallery, metadata=predictor.metadata)
 
 
 def _path_and_name(payload) -> tuple[str, str | None]:

@@ -15,11 +15,16 @@ from .data.two_camera import parse_name
 from .images import ImageError, load_image
 from .io import atomic_save_safetensors
 
-__all__ = ["GalleryItem", "Gallery", "model_fingerprint", "items_from_folder", "items_from_uploads",
+__all__ = ["GalleryItem", "Gallery", "file_digest", "model_fingerprint", "items_from_folder", "items_from_uploads",
            "IMAGE_SUFFIXES", "MAX_UPLOAD_IMAGES"]
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 MAX_UPLOAD_IMAGES = 2000
+
+
+def file_digest(data: bytes) -> str:
+    """sha1 of a file's bytes: the gallery cache key and the "same image" test."""
+    return hashlib.sha1(data).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -27,13 +32,12 @@ class GalleryItem:
     path: Path
     vehicle: str | None = None  # identity, when the name tells it (<type>_<id>_cam<k>.jpg)
     camera: str | None = None
-    digest: str = ""  # sha1 of the file's bytes: the cache key and the "same image" test
+    digest: str = ""  # file_digest of the file's bytes
 
     @classmethod
     def from_path(cls, path: Path) -> "GalleryItem":
         parsed = parse_name(path.name) or {}
-        digest = hashlib.sha1(path.read_bytes()).hexdigest()
-        return cls(path, parsed.get("vehicle"), parsed.get("camera"), digest)
+        return cls(path, parsed.get("vehicle"), parsed.get("camera"), file_digest(path.read_bytes()))
 
 
 def items_from_folder(folder: str | Path) -> list[GalleryItem]:
@@ -59,7 +63,7 @@ def items_from_uploads(paths: Sequence[str | Path], workdir: str | Path) -> tupl
         except ImageError as exc:
             skipped.append(f"{name}: {exc}")
             return
-        digest = hashlib.sha1(data).hexdigest()
+        digest = file_digest(data)
         target = workdir / digest[:12] / Path(name).name  # the user's own file name, shown in the app
         target.parent.mkdir(exist_ok=True)
         target.write_bytes(data)
@@ -104,7 +108,7 @@ class Gallery:
               progress: Callable[[float, str], None] | None = None) -> "Gallery":
         """Embed every item (or read the cache of this model and these images)."""
         items = list(items)
-        key = hashlib.sha256((_fingerprint(predictor) + "".join(i.digest for i in items)).encode()).hexdigest()
+        key = hashlib.sha256((predictor.fingerprint + "".join(i.digest for i in items)).encode()).hexdigest()
         cache = Path(cache_dir) / f"gallery-{key[:24]}.safetensors" if cache_dir else None
         if cache is not None and cache.is_file():
             from safetensors.torch import load_file
@@ -135,9 +139,4 @@ class Gallery:
         values, indices = scores.topk(k)
         return [(int(i), float(v)) for v, i in zip(values, indices)]
 
-
-def _fingerprint(predictor) -> str:
-    if not hasattr(predictor, "_fingerprint"):
-        predictor._fingerprint = model_fingerprint(predictor.model)
-    return predictor._fingerprint
 

@@ -6,6 +6,7 @@ CUDA: fp16 autocast. channels_last memory format, torch.inference_mode.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Iterable, Sequence
 
 import torch
@@ -52,10 +53,19 @@ class Predictor:
         self.config = model.config
         self.transform = eval_transform(self.config)
         self.batch_size = batch_size
+        self.metadata: dict = {}  # the model folder's config.json when loaded from the zoo
+        self.entry = None  # the zoo entry it came from, if any
 
     def __repr__(self) -> str:
         return (f"Predictor({self.config.variant}, backbone={self.config.backbone}, "
                 f"device={self.device}, dtype={self.dtype})")
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """sha256 of the config and weights: keys caches (galleries) to exactly this model."""
+        from .gallery import model_fingerprint
+
+        return model_fingerprint(self.model)
 
     @property
     def level_names(self) -> list[str]:

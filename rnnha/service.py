@@ -2,14 +2,13 @@
 attention. app.py only wires these to Gradio components."""
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
 from .data.two_camera import parse_name
-from .gallery import Gallery, GalleryItem
+from .gallery import Gallery, GalleryItem, file_digest
 from .images import load_image
 from .overlay import attention_overlay
 
@@ -68,7 +67,7 @@ class ReidService:
         image = load_image(source)
         prediction = self.predictor.predict([image], topk=topk)[0]
         level = self.predictor.level_names[self.coarse_level]
-        digest = _digest(source)
+        digest = _digest(source)  # a gallery image given as the query is not its own match
         parsed = parse_name(Path(name).name) if name else None
         query_vehicle = parsed["vehicle"] if parsed else None
         matches = []
@@ -95,7 +94,7 @@ class ReidService:
 
 def _digest(source) -> str | None:
     if isinstance(source, (str, Path)) and Path(source).is_file():
-        return hashlib.sha1(Path(source).read_bytes()).hexdigest()
+        return file_digest(Path(source).read_bytes())
     if isinstance(source, (bytes, bytearray)):
-        return hashlib.sha1(source).hexdigest()
+        return file_digest(bytes(source))
     return None
