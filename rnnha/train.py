@@ -168,6 +168,16 @@ def _seed_everything(seed: int) -> None:
 
 # --- the loop -----------------------------------------------------------------------------------------
 
+def _progress(sums: torch.Tensor, counts: torch.Tensor, levels: list[str], world_size: int,
+              started: float) -> dict:
+    """The progress bar's loss and accuracy per level and images/s (one host read of the sums)."""
+    sums, counts = sums.tolist(), counts.tolist()
+    T = len(levels)
+    return {**{f"loss_{l}": f"{sums[t] / max(counts[t], 1):.3f}" for t, l in enumerate(levels)},
+            **{f"acc_{l}": f"{100 * sums[T + t] / max(counts[t], 1):.1f}" for t, l in enumerate(levels)},
+            "img/s": f"{sums[-1] * world_size / (time.perf_counter() - started):.1f}"}
+
+
 def build_model_config(cfg: TrainConfig, labels: LabelSpace) -> RNNHAConfig:
     fields = dict(cfg.model)
     fields.update(num_classes=labels.num_classes, level_names=labels.levels,
@@ -236,8 +246,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     for epoch in range(start_epoch, cfg.epochs):
         sampler.set_epoch(epoch)
         train_model.train()
-        sums = torch.zeros(2 * len(levels) + 1)  # loss per level, correct per level, images
-        counts = torch.zeros(len(levels))
+        # on the device: no host sync per step, and NCCL's all_reduce needs CUDA tensors
+        sums = torch.zeros(2 * len(levels) + 1, device=device)  # loss per level, correct per level, images
+        counts = torch.zeros(len(levels), device=device)
         started = time.perf_counter()
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not main_process,
                    dynamic_ncols=True, mininterval=2)
@@ -262,15 +273,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
             with torch.no_grad():
                 for t, (level_loss, logits) in enumerate(zip(per_level, output.logits)):
                     mask = targets[:, t] != IGNORE_INDEX
-                    n = int(mask.sum())
-                    sums[t] += float(level_loss) * n
-                    sums[len(levels) + t] += float((logits.argmax(1)[mask] == targets[mask, t]).sum())
+                    n = mask.sum()
+                    sums[t] += level_loss.detach().float() * n
+                    sums[len(levels) + t] += ((logits.argmax(1) == targets[:, t]) & mask).sum()
                     counts[t] += n
                 sums[-1] += images.shape[0]
-            bar.set_postfix({**{f"loss_{l}": f"{sums[t] / max(counts[t], 1):.3f}" for t, l in enumerate(levels)},
-                             **{f"acc_{l}": f"{100 * sums[len(levels) + t] / max(counts[t], 1):.1f}"
-                                for t, l in enumerate(levels)},
-                             "img/s": f"{sums[-1] * world_size / (time.perf_counter() - started):.1f}"})
+            if step % 10 == 0 or step + 1 == steps_per_epoch:
+                bar.set_postfix(_progress(sums, counts, levels, world_size, started))
             bar.update()
         bar.close()
         if world_size > 1:
