@@ -150,6 +150,13 @@ def model_card(config: RNNHAConfig, name: str, metrics: dict | None = None, lice
     table = "\n".join(f"| {d} | {m} | {v:.2f} |" for d, f in (metrics or {}).items() for m, v in f.items()
                       if isinstance(v, (int, float)) and not isinstance(v, bool))
     protocols = "\n".join(f"- **{d}**: {PROTOCOLS[d]}." for d in (metrics or {}) if d in PROTOCOLS)
+    beyond = [text for flag, text in (
+        (config.attention and config.attention_pool == "sum",
+         "x2 = sum of a_ij f_ij, without Eq. 9's 1/(hw), so that it is on GAP(f)'s scale"),
+        (config.head == "rnnha" and config.neck,
+         "a BN neck on every step's output before its classifier; the embedding is BN(o_T)"),
+    ) if flag]
+    beyond_text = f" Beyond the paper: {'; '.join(beyond)}." if beyond else ""
     text = f"""---
 {data.to_yaml()}
 ---
@@ -158,7 +165,7 @@ def model_card(config: RNNHAConfig, name: str, metrics: dict | None = None, lice
 
 An [RNN-HA](https://arxiv.org/abs/1812.04239) model (Wei et al., ACCV 2018, "Coarse-to-Fine: A RNN-Based
 Hierarchical Attention Model for Vehicle Re-identification"): {config.variant}, backbone `{config.backbone}`,
-levels {levels}, GRU hidden size {config.hidden_size}. Input {prep.size[0]}x{prep.size[1]} px,
+levels {levels}, GRU hidden size {config.hidden_size}.{beyond_text} Input {prep.size[0]}x{prep.size[1]} px,
 {prep.interpolation}, mean {list(prep.mean)}, std {list(prep.std)}. The embedding (ℓ2-normalised output of
 the last step, {config.hidden_size}-d) is compared with cosine similarity.
 

@@ -7,7 +7,9 @@ into a guidance vector w, which scores every spatial cell of f; the attended ave
 the same GRU and o2 is classified into vehicle identities. At test time o2, l2-normalised, is the
 re-identification feature.
 
-Equation numbers follow the paper. With T > 2 levels (type -> model -> vehicle) every further step
+Equation numbers follow the paper. Two options go beyond it and default to its form: attention_pool="sum"
+(x2 without Eq. 9's 1/(hw), on GAP's scale) and neck=True (a BN neck on every o_t, as in the field's
+standard re-id baseline). With T > 2 levels (type -> model -> vehicle) every further step
 attends with guidance from the previous step's output, as the paper suggests.
 """
 from __future__ import annotations
@@ -42,6 +44,10 @@ class RNNHAConfig:
     recurrent: str = "gru"  # "gru" (RNN-HA) or "fc" (ablation FC-HA: per-step FC layers, no recurrence)
     attention: bool = True  # False: ablation RNN-H, every step reads GAP(f)
     epsilon: float = EPSILON
+    # Eq. 9 divides by hw, so x2 is 1/(hw) of an attention-weighted average and the shared GRU sees step
+    # 2's input 49x smaller than step 1's at 7x7. "sum" drops the 1/(hw): x2 = sum_ij a_ij f_ij.
+    attention_pool: str = "mean"  # "mean" (Eq. 9 as printed) | "sum" (same scale as GAP(f))
+    neck: bool = False  # BN neck on every o_t before its (bias-free) classifier; embedding = BN(o_T)
     dropout: float = 0.0  # before each classifier
     pretrained_backbone: bool = False  # load the backbone's ImageNet weights when building
     # preprocessing; None means the backbone's own (see rnnha.transforms.resolve_preprocessing)
@@ -67,6 +73,8 @@ class RNNHAConfig:
             )
         if self.recurrent not in ("gru", "fc"):
             problems.append(f"recurrent must be 'gru' or 'fc', got {self.recurrent!r}")
+        if self.attention_pool not in ("mean", "sum"):
+            problems.append(f"attention_pool must be 'mean' or 'sum', got {self.attention_pool!r}")
         if self.hidden_size < 1:
             problems.append(f"hidden_size must be positive, got {self.hidden_size}")
         if self.epsilon < 0:
@@ -122,7 +130,7 @@ class RNNHAConfig:
 @dataclass
 class RNNHAOutput:
     logits: list[torch.Tensor]  # one B x n_t tensor per level, coarse first
-    embedding: torch.Tensor  # B x D, o_T / ||o_T||: the re-identification feature
+    embedding: torch.Tensor  # B x D, o_T / ||o_T|| (BN(o_T) with a neck): the re-identification feature
     attention: torch.Tensor  # B x h x w, the last step's map a (each sums to 1)
     attentions: list[torch.Tensor]  # the map of every attending step (T - 1 of them)
     outputs: list[torch.Tensor]  # o_t of every step, before normalisation
@@ -143,9 +151,10 @@ class GuidanceTransformer(nn.Module):
 class HierarchicalAttention(nn.Module):
     """Eq. 6-9: score every cell of f with the guidance w, normalise, pool."""
 
-    def __init__(self, epsilon: float = EPSILON):
+    def __init__(self, epsilon: float = EPSILON, pool: str = "mean"):
         super().__init__()
         self.epsilon = epsilon
+        self.pool = pool
 
     def forward(self, f: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # f: B x d x h x w (channels first), w: B x d
@@ -153,7 +162,9 @@ class HierarchicalAttention(nn.Module):
         scores = scores.to(torch.promote_types(scores.dtype, torch.float32))  # a sums to 1 under autocast
         s = F.softplus(scores) + self.epsilon  # Eq. 6: s_ij = softplus(w^T f_ij)
         a = s / s.sum(dim=(1, 2), keepdim=True)  # Eq. 7: a_ij = (s_ij + eps) / sum(s + eps)
-        x = (f * a.unsqueeze(1).to(f.dtype)).mean(dim=(2, 3))  # Eq. 8-9: x = 1/(hw) sum_ij a_ij f_ij
+        x = (f * a.unsqueeze(1).to(f.dtype)).sum(dim=(2, 3))  # Eq. 8: sum_ij a_ij f_ij
+        if self.pool == "mean":
+            x = x / (f.shape[2] * f.shape[3])  # Eq. 9: x = 1/(hw) sum_ij a_ij f_ij
         return x, a
 
 
@@ -182,9 +193,11 @@ class RNNHAHead(nn.Module):
         if config.attention:
             width = config.transformer_hidden or d
             self.transformers = nn.ModuleList(GuidanceTransformer(H, d, width) for _ in range(T - 1))
-            self.attend = HierarchicalAttention(config.epsilon)
+            self.attend = HierarchicalAttention(config.epsilon, config.attention_pool)
         self.dropout = nn.Dropout(config.dropout)
-        self.classifiers = nn.ModuleList(nn.Linear(H, n) for n in config.num_classes)
+        if config.neck:  # "bag of tricks" applied to o_t: BN (bias frozen) -> bias-free classifier
+            self.necks = nn.ModuleList(BNNeck(H) for _ in range(T))
+        self.classifiers = nn.ModuleList(nn.Linear(H, n, bias=not config.neck) for n in config.num_classes)
 
     def step(self, t: int, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         if self.config.recurrent == "gru":
@@ -206,14 +219,27 @@ class RNNHAHead(nn.Module):
                 attentions.append(a)
             h = self.step(t, x, h)
             outputs.append(h)
-            logits.append(self.classifiers[t](self.dropout(h)))
+            o = self.necks[t](h) if self.config.neck else h
+            logits.append(self.classifiers[t](self.dropout(o)))
         return RNNHAOutput(
             logits=logits,
-            embedding=F.normalize(h.float(), dim=1),
+            embedding=F.normalize(o.float(), dim=1),
             attention=attentions[-1] if attentions else uniform,
             attentions=attentions,
             outputs=outputs,
         )
+
+
+class BNNeck(nn.BatchNorm1d):
+    """BatchNorm with a frozen zero bias (Luo et al., "Bag of Tricks", 2019), in its parameters' dtype
+    (fp32 under autocast)."""
+
+    def __init__(self, dim: int):
+        super().__init__(dim)
+        self.bias.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.to(self.weight.dtype))
 
 
 class BNNeckHead(nn.Module):
@@ -223,15 +249,14 @@ class BNNeckHead(nn.Module):
 
     def __init__(self, config: RNNHAConfig, feature_dim: int):
         super().__init__()
-        self.neck = nn.BatchNorm1d(feature_dim)
-        self.neck.bias.requires_grad_(False)
+        self.neck = BNNeck(feature_dim)
         self.classifiers = nn.ModuleList(nn.Linear(feature_dim, n, bias=False) for n in config.num_classes)
         for classifier in self.classifiers:
             nn.init.normal_(classifier.weight, std=0.001)
 
     def forward(self, f: torch.Tensor) -> RNNHAOutput:
         B, _, hh, ww = f.shape
-        x = self.neck(f.mean(dim=(2, 3)).float())
+        x = self.neck(f.mean(dim=(2, 3)))
         uniform = f.new_full((B, hh, ww), 1.0 / (hh * ww))
         return RNNHAOutput(logits=[c(x) for c in self.classifiers], embedding=F.normalize(x, dim=1),
                            attention=uniform, attentions=[], outputs=[x])

@@ -73,6 +73,36 @@ def test_epsilon_enters_the_normalisation(eps):
     torch.testing.assert_close(x, x_ref)
 
 
+def test_sum_pool_is_the_attention_weighted_average():
+    """attention_pool="sum" drops Eq. 9's 1/(hw): x2 is then on GAP(f)'s scale (uniform a gives GAP)."""
+    head = make_head(attention_pool="sum")
+    f = torch.randn(B, D, H, W, dtype=torch.double)
+    w = torch.randn(B, D, dtype=torch.double)
+    x, a = head.attend(f, w)
+    x_ref, a_ref = attend_by_hand(f, w, 0.1)
+    torch.testing.assert_close(a, a_ref)
+    torch.testing.assert_close(x, x_ref * H * W)
+    x_flat, _ = head.attend(f, torch.zeros(B, D, dtype=torch.double))  # every s_ij equal: a = 1/(hw)
+    torch.testing.assert_close(x_flat, f.mean(dim=(2, 3)))
+
+
+def test_neck_normalises_o_t_before_the_classifiers():
+    head = make_head(neck=True)
+    f = torch.randn(B, D, H, W, dtype=torch.double)
+    out = head(f)
+    o1, o2 = out.outputs  # the GRU's outputs; guidance still reads o1 itself
+    t = head.transformers[0]
+    x2, _ = attend_by_hand(f, t.fc2(torch.relu(t.fc1(o1))), 0.1)
+    torch.testing.assert_close(o2, gru_by_hand(head.gru, x2, o1))
+    for level, o in enumerate((o1, o2)):
+        neck = head.necks[level]
+        bn = (o - neck.running_mean) / torch.sqrt(neck.running_var + neck.eps) * neck.weight
+        torch.testing.assert_close(out.logits[level], head.classifiers[level](bn))
+        assert head.classifiers[level].bias is None and not neck.bias.requires_grad
+    torch.testing.assert_close(out.embedding, F.normalize(
+        (o2 - head.necks[1].running_mean) / torch.sqrt(head.necks[1].running_var + 1e-5), dim=1).float())
+
+
 def test_epsilon_floors_the_weights():
     head = make_head()
     f = torch.zeros(1, D, H, W, dtype=torch.double)

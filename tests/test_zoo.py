@@ -45,6 +45,15 @@ def images(khoa_pair):
     return list(khoa_pair)
 
 
+def test_card_says_where_the_model_departs_from_the_paper():
+    from rnnha.export import model_card
+
+    paper = model_card(RNNHAConfig(), "paper")
+    tuned = model_card(RNNHAConfig(attention_pool="sum", neck=True), "tuned")
+    assert "Beyond the paper" not in paper
+    assert "without Eq. 9's 1/(hw)" in tuned and "BN neck" in tuned
+
+
 def embed(predictor_or_model, images):
     if isinstance(predictor_or_model, RNNHA):
         predictor_or_model = Predictor(predictor_or_model, device="cpu", dtype=torch.float32)
@@ -68,6 +77,22 @@ def test_folder_round_trip_gives_identical_embeddings(small_model, folder, image
     assert not predictor.model.training
     top = predictor.predict(images[:1], topk=2)[0].levels["model"]
     assert len(top) == 2 and top[0][0] in {"car", "truck", "bus"}
+
+
+def test_neck_and_sum_pool_round_trip(images, tmp_path):
+    """The BN neck's running statistics travel with the weights; fp16 export keeps the embedding."""
+    torch.manual_seed(1)
+    model = RNNHA(RNNHAConfig(num_classes=[3, 4], hidden_size=32, input_size=64, attention_pool="sum", neck=True))
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(8, 3, 64, 64))  # moves the necks' running statistics off their initial values
+    model.eval()
+    loaded, _ = load_pretrained(save_pretrained(model, tmp_path / "neck", dtype=torch.float16))
+    assert loaded.config.attention_pool == "sum" and loaded.config.neck
+    torch.testing.assert_close(loaded.head.necks[1].running_var, model.head.necks[1].running_var, rtol=1e-3, atol=0)
+    assert not torch.allclose(model.head.necks[1].running_var, torch.ones(32))  # the statistics did move
+    cosine = (embed(loaded, images) * embed(model, images)).sum(dim=1)
+    assert cosine.min() > 0.999
 
 
 def test_the_card_parses_with_huggingface_hub(folder):
