@@ -64,6 +64,7 @@ class TrainConfig:
     eval_every: int = 1
     output: str = "runs/default"
     max_steps_per_epoch: int | None = None  # for quick runs
+    init_from: str | None = None  # start from a training checkpoint or a model folder (fine-tuning)
 
     @classmethod
     def from_file(cls, path: str | Path, overrides: list[str] = ()) -> "TrainConfig":
@@ -185,6 +186,47 @@ def build_model_config(cfg: TrainConfig, labels: LabelSpace) -> RNNHAConfig:
     return RNNHAConfig(**fields)
 
 
+def initialise_from(model: RNNHA, source: str | Path) -> list[str]:
+    """Copy the weights of a training checkpoint (.safetensors) or a model folder into `model`.
+
+    Every tensor is copied except a level's classifier (and neck) whose classes differ from the source's,
+    so a model can be fine-tuned on new identities. Returns the names left as initialised.
+    """
+    from .checkpoint import CheckpointError, model_state, read_checkpoint
+    from .export import load_pretrained
+
+    source = Path(source)
+    if source.is_dir():
+        loaded, _ = load_pretrained(source)
+        state, config = loaded.state_dict(), loaded.config
+    else:
+        try:
+            tensors, record = read_checkpoint(source)
+        except CheckpointError as exc:
+            raise SystemExit(f"error: init_from: {exc}") from exc
+        state, config = model_state(tensors), RNNHAConfig.from_dict(record["model_config"])
+    mine = model.config
+    if (config.backbone, config.head) != (mine.backbone, mine.head):
+        raise SystemExit(f"error: init_from {source} is a {config.head} head on {config.backbone}, "
+                         f"this recipe builds a {mine.head} head on {mine.backbone}")
+    same_classes = {t for t, level in enumerate(mine.level_names)
+                    if level in config.level_names and mine.class_names
+                    and config.class_names[config.level_names.index(level)] == mine.class_names[t]}
+    target = model.state_dict()
+    copied = {}
+    for name, tensor in state.items():
+        parts = name.split(".")
+        per_level = len(parts) > 3 and parts[1] in ("classifiers", "necks")
+        if per_level and int(parts[2]) not in same_classes:
+            continue
+        if name in target and target[name].shape == tensor.shape:
+            copied[name] = tensor
+    if not any(name.startswith("backbone.") for name in copied):
+        raise SystemExit(f"error: init_from {source}: no backbone weights fit this recipe's model")
+    model.load_state_dict(copied, strict=False)
+    return sorted(set(target) - set(copied))
+
+
 def train(cfg: TrainConfig, resume: bool = False) -> dict:
     """Run the recipe; returns the summary written to OUTPUT/summary.json."""
     from tqdm import tqdm
@@ -201,6 +243,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     labels = LabelSpace.from_samples(samples, levels)
     model_config = build_model_config(cfg, labels)
     model = RNNHA(model_config)
+    if cfg.init_from and not resume:
+        fresh = initialise_from(model, cfg.init_from)
+        if main_process:
+            print(f"initialised from {cfg.init_from}" + (f"; not from it: {', '.join(fresh)}" if fresh else ""))
     model.backbone.freeze(cfg.freeze_stages)
     model = model.to(device)
     if cfg.channels_last:

@@ -145,3 +145,39 @@ def test_zero_shot_model_is_the_imagenet_gap_feature(khoa_pair):
         gap = predictor.model.backbone(batch).mean(dim=(2, 3))
     torch.testing.assert_close(predictor.embed(batch), torch.nn.functional.normalize(gap, dim=1),
                                rtol=1e-4, atol=1e-5)
+
+
+def test_init_from_keeps_what_fits_and_refits_new_identities(tmp_path):
+    """Fine-tuning from a model folder or a checkpoint: everything is copied except the classifier (and
+    neck) of a level whose classes changed; a different backbone is refused."""
+    from rnnha import RNNHA, RNNHAConfig
+    from rnnha.checkpoint import save_checkpoint
+    from rnnha.export import save_pretrained
+    from rnnha.train import initialise_from
+
+    def make(vehicles, backbone="efficientnet_lite0"):
+        torch.manual_seed(0 if vehicles[0] == "a" else 1)  # a different initialisation for new identities
+        return RNNHA(RNNHAConfig(backbone=backbone, num_classes=[2, 3], level_names=["type", "vehicle"],
+                                 class_names=[["car", "bus"], vehicles], hidden_size=16, neck=True))
+
+    source = make(["a", "b", "c"])
+    folder = save_pretrained(source, tmp_path / "folder")
+    optimizer = torch.optim.SGD(source.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    save_checkpoint(tmp_path / "last.safetensors", source, optimizer, scheduler,
+                    {"model_config": source.config.to_dict()})
+    for where in (folder, tmp_path / "last.safetensors"):
+        same = make(["a", "b", "c"])
+        assert initialise_from(same, where) == []
+        for name, tensor in same.state_dict().items():
+            assert torch.equal(tensor, source.state_dict()[name]), name
+        other = make(["x", "y", "zz"])  # new identities, same count: the vehicle level starts afresh
+        fresh = initialise_from(other, where)
+        assert fresh == sorted(n for n in other.state_dict() if n.startswith(("head.classifiers.1.", "head.necks.1.")))
+        assert torch.equal(other.state_dict()["head.classifiers.0.weight"], source.state_dict()["head.classifiers.0.weight"])
+        assert not torch.equal(other.state_dict()["head.classifiers.1.weight"], source.state_dict()["head.classifiers.1.weight"])
+    with pytest.raises(SystemExit, match="resnet50"):
+        initialise_from(make(["a", "b", "c"], backbone="resnet50"), folder)
+    with pytest.raises(SystemExit, match="not a readable"):
+        (tmp_path / "junk.safetensors").write_bytes(b"junk")
+        initialise_from(make(["a", "b", "c"]), tmp_path / "junk.safetensors")
