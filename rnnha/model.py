@@ -179,6 +179,18 @@ class FCStep(nn.Module):
         return F.relu(self.fc(x))
 
 
+class BNNeck(nn.BatchNorm1d):
+    """BatchNorm with a frozen zero bias (Luo et al., "Bag of Tricks", 2019), in its parameters' dtype
+    (fp32 under autocast)."""
+
+    def __init__(self, dim: int):
+        super().__init__(dim)
+        self.bias.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.to(self.weight.dtype))
+
+
 class RNNHAHead(nn.Module):
     """Everything of RNN-HA after the CNN: feature map f -> logits per level, embedding, attention."""
 
@@ -228,18 +240,6 @@ class RNNHAHead(nn.Module):
             attentions=attentions,
             outputs=outputs,
         )
-
-
-class BNNeck(nn.BatchNorm1d):
-    """BatchNorm with a frozen zero bias (Luo et al., "Bag of Tricks", 2019), in its parameters' dtype
-    (fp32 under autocast)."""
-
-    def __init__(self, dim: int):
-        super().__init__(dim)
-        self.bias.requires_grad_(False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.to(self.weight.dtype))
 
 
 class BNNeckHead(nn.Module):
