@@ -210,7 +210,7 @@ def initialise_from(model: RNNHA, source: str | Path) -> list[str]:
         raise SystemExit(f"error: init_from {source} is a {config.head} head on {config.backbone}, "
                          f"this recipe builds a {mine.head} head on {mine.backbone}")
     same_classes = {t for t, level in enumerate(mine.level_names)
-                    if level in config.level_names and mine.class_names
+                    if level in config.level_names and mine.class_names and config.class_names
                     and config.class_names[config.level_names.index(level)] == mine.class_names[t]}
     target = model.state_dict()
     copied = {}
