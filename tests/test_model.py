@@ -88,6 +88,8 @@ def test_sum_pool_is_the_attention_weighted_average():
 
 def test_neck_normalises_o_t_before_the_classifiers():
     head = make_head(neck=True)
+    for neck in head.necks:  # statistics and scale away from their initial 0 / 1
+        neck.running_mean.uniform_(-0.5, 0.5), neck.running_var.uniform_(0.5, 2.0), neck.weight.data.uniform_(0.5, 2.0)
     f = torch.randn(B, D, H, W, dtype=torch.double)
     out = head(f)
     o1, o2 = out.outputs  # the GRU's outputs; guidance still reads o1 itself
@@ -99,8 +101,7 @@ def test_neck_normalises_o_t_before_the_classifiers():
         bn = (o - neck.running_mean) / torch.sqrt(neck.running_var + neck.eps) * neck.weight
         torch.testing.assert_close(out.logits[level], head.classifiers[level](bn))
         assert head.classifiers[level].bias is None and not neck.bias.requires_grad
-    torch.testing.assert_close(out.embedding, F.normalize(
-        (o2 - head.necks[1].running_mean) / torch.sqrt(head.necks[1].running_var + 1e-5), dim=1).float())
+    torch.testing.assert_close(out.embedding, F.normalize(bn, dim=1).float())  # BN(o2), the last level's
 
 
 def test_epsilon_floors_the_weights():
