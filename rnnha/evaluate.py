@@ -58,7 +58,7 @@ class _Images(Dataset):
 def extract(predictor: Predictor, samples: Sequence[Sample], flip: bool = False,
             workers: int = 2, desc: str = "extract") -> Features:
     """Embeddings and logits of every sample, batched, with progress; flip=True averages each image's
-    embedding with its mirror image's (then re-normalises)."""
+    embedding (then re-normalised) and logits with its mirror image's."""
     from tqdm import tqdm
 
     loader = DataLoader(_Images(samples, predictor.transform), batch_size=predictor.batch_size,
@@ -66,12 +66,13 @@ def extract(predictor: Predictor, samples: Sequence[Sample], flip: bool = False,
     embeddings, logits = [], []
     for batch in tqdm(loader, desc=desc, disable=None, leave=False):
         out = predictor.forward(batch)
-        embedding = out.embedding.float()
+        embedding, level_logits = out.embedding.float(), [l.float() for l in out.logits]
         if flip:
-            embedding = torch.nn.functional.normalize(
-                embedding + predictor.forward(batch.flip(3)).embedding.float(), dim=1)
+            mirror = predictor.forward(batch.flip(3))
+            embedding = torch.nn.functional.normalize(embedding + mirror.embedding.float(), dim=1)
+            level_logits = [(l + m.float()) / 2 for l, m in zip(level_logits, mirror.logits)]
         embeddings.append(embedding.cpu())
-        logits.append([l.float().cpu() for l in out.logits])
+        logits.append([l.cpu() for l in level_logits])
     return Features(torch.cat(embeddings), [torch.cat(level) for level in zip(*logits)])
 
 
@@ -141,9 +142,9 @@ def _level_index(predictor: Predictor, level: str | None) -> int:
 
 
 def evaluate_coarse(predictor: Predictor, samples: Sequence[Sample], level: str | None = None,
-                    features: Features | None = None) -> dict:
+                    features: Features | None = None, flip: bool = False) -> dict:
     """Top-1 / top-5 accuracy of a coarse level, matching label names (not indices) to the model's."""
-    features = features or extract(predictor, samples)
+    features = features or extract(predictor, samples, flip)
     t = _level_index(predictor, level)
     name = predictor.level_names[t]
     index = {n: i for i, n in enumerate(predictor.class_names(t))}
@@ -174,7 +175,7 @@ def evaluate_samples(predictor: Predictor, kind: str, samples: Sequence[Sample],
         return evaluate_two_camera(predictor, samples, flip)
     if kind in ("stanford-cars", "csv") and not any("vehicle" in s.labels for s in samples):
         return evaluate_coarse(predictor, samples, level or ("model" if "model" in predictor.level_names
-                                                             else None))
+                                                             else None), flip=flip)
     if kind == "csv":  # every image is a query against all the others
         samples = [s for s in samples if "vehicle" in s.labels]
         features = extract(predictor, samples, flip)
@@ -202,7 +203,7 @@ def evaluate(predictor: Predictor, kind: str, root: str | Path, flip: bool = Fal
     if kind == "stanford-cars":
         subset = subset or "holdout"
         samples = load_dataset(kind, root, subset=subset)
-        return {"subset": subset, **evaluate_coarse(predictor, samples, level or "model")}
+        return {"subset": subset, **evaluate_coarse(predictor, samples, level or "model", flip=flip)}
     if kind == "csv":
         return evaluate_samples(predictor, kind, load_dataset(kind, root), flip, level)
     raise DataError(f"unknown dataset kind {kind!r}")
@@ -251,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", dest="list_file", help="two-camera: list file of names (default val.txt if present)")
     parser.add_argument("--subset", choices=["all", "train", "holdout"], help="stanford-cars part (default holdout)")
     parser.add_argument("--level", help="coarse level to score (default: the model's)")
-    parser.add_argument("--flip", action="store_true", help="average each embedding with its mirror image's")
+    parser.add_argument("--flip", action="store_true", help="average each embedding and logit with its mirror image's")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: best available)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)

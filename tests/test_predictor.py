@@ -62,3 +62,22 @@ def test_benchmark_prints_one_row_per_precision(capsys):
     assert all(r["images_per_second"] > 0 and r["input"] == [224, 224] for r in rows)
     if cpu_supports_bf16():
         assert rows[1]["dtype"] == "bfloat16" and rows[1]["min_cosine_vs_fp32"] > 0.99
+
+
+def test_flip_averages_embeddings_and_logits_with_the_mirror(model, khoa_pair):
+    from rnnha.data.base import Sample
+    from rnnha.evaluate import extract
+
+    predictor = Predictor(model, device="cpu", dtype=torch.float32)
+    samples = [Sample(path) for path in khoa_pair]
+    batch = predictor.preprocess(list(khoa_pair))
+    plain, mirror = predictor.forward(batch), predictor.forward(batch.flip(3))
+    flipped = extract(predictor, samples, flip=True, workers=0)
+    torch.testing.assert_close(flipped.embeddings, torch.nn.functional.normalize(
+        plain.embedding + mirror.embedding, dim=1), rtol=1e-4, atol=1e-5)
+    for t in range(2):
+        torch.testing.assert_close(flipped.logits[t], (plain.logits[t] + mirror.logits[t]) / 2,
+                                   rtol=1e-4, atol=1e-5)
+    unflipped = extract(predictor, samples, workers=0)
+    torch.testing.assert_close(unflipped.logits[0], plain.logits[0], rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(flipped.logits[0], unflipped.logits[0])
