@@ -233,8 +233,9 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: torch.
     metrics = {val_kind: {k: v for k, v in val.items() if not isinstance(v, (dict, list))}} if val else {}
     metrics.update(extra_metrics or {})
     datasets = sorted({spec["kind"] for spec in train_cfg.get("train", [])})
-    training = (f"Trained for {record.get('epoch')} epochs on {', '.join(datasets) or 'unknown data'} with "
-                f"`{command or 'python -m rnnha.train'}` (the recipe is in config.json, key `training`).")
+    start = f", starting from the weights of `{train_cfg['init_from']}`," if train_cfg.get("init_from") else ""
+    training = (f"Trained for {record.get('epoch')} epochs on {', '.join(datasets) or 'unknown data'}{start} "
+                f"with `{command or 'python -m rnnha.train'}` (the recipe is in config.json, key `training`).")
     if training_data:
         training += f"\n\n**Training data.** {training_data}"
     extra = {"training": train_cfg, "metrics": metrics, "epochs_trained": record.get("epoch")}

@@ -243,13 +243,13 @@ def test_register_model_decorator_and_duplicates(folder, registry):
         register_model(ZooEntry("bad name", LocalSource(str(folder))))
 
 
-def _checkpoint(tmp_path, model):
+def _checkpoint(tmp_path, model, **config):
     from rnnha.checkpoint import save_checkpoint
 
     optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-3)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     record = {"epoch": 3, "history": [{"epoch": 3, "val": {"mAP": 61.5, "rank1": 55.0, "cam1->cam2": {}}}],
-              "config": {"train": [{"kind": "two-camera", "root": "x"}], "val": {"kind": "two-camera"}},
+              "config": {"train": [{"kind": "two-camera", "root": "x"}], "val": {"kind": "two-camera"}, **config},
               "model_config": model.config.to_dict()}
     save_checkpoint(tmp_path / "last.safetensors", model, optimizer, scheduler, record)
     return tmp_path / "last.safetensors"
@@ -268,6 +268,7 @@ def test_export_cli_round_trip_and_push(small_model, images, tmp_path):
                            embed(small_model, images))
         card = ModelCard.load(out / "README.md")
         assert {(r.metric_type, r.metric_value) for r in card.data.eval_results} == {("mAP", 61.5), ("rank1", 55.0)}
+        assert "Trained for 3 epochs on two-camera with `python -m rnnha.train`" in card.text
         for name in FILES:
             downloaded = hf_hub_download("rnnha/pushed", name)
             assert open(downloaded, "rb").read() == (out / name).read_bytes()
@@ -286,7 +287,7 @@ def test_export_calibrates_the_threshold_and_records_zoo_metadata(small_model, t
     from rnnha.export import main
     from zoo.entries import _from_folder
 
-    checkpoint = _checkpoint(tmp_path, small_model)
+    checkpoint = _checkpoint(tmp_path, small_model, init_from="runs/stage1/last.safetensors")
     (tmp_path / "cars.json").write_text(json.dumps({"top1": 80.5, "top5": 95.0, "subset": "holdout", "num_images": 731}))
     out = tmp_path / "shipped"
     assert main([str(checkpoint), str(out), "--dtype", "float16", "--calibrate", "two-camera", str(khoa_root),
@@ -301,7 +302,10 @@ def test_export_calibrates_the_threshold_and_records_zoo_metadata(small_model, t
     assert entry.training_data.startswith("Stanford Cars") and entry.metrics["two-camera"]["mAP"] == 61.5
     predictor = load_model(out, device="cpu")
     assert predictor.metadata["same_vehicle_threshold"] == document["same_vehicle_threshold"]
-    assert "research use only" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "research use only" in card
+    assert ("Trained for 3 epochs on two-camera, starting from the weights of `runs/stage1/last.safetensors`, "
+            "with `python -m rnnha.train`") in card
 
 
 def test_written_files_get_the_usual_permissions(tmp_path):
