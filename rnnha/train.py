@@ -66,6 +66,18 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None  # for quick runs
     init_from: str | None = None  # start from a training checkpoint or a model folder (fine-tuning)
 
+    def __post_init__(self):
+        # YAML 1.1 reads "lr: 1e-4" (no dot) as a string: coerce numbers, and name the key that is not one
+        for f in dataclasses.fields(self):
+            value, kind = getattr(self, f.name), {"float": float, "int": int, "int | None": int}.get(f.type)
+            if kind is None or value is None or isinstance(value, kind) and not isinstance(value, bool):
+                continue
+            try:
+                number = float(value) if kind is float else int(str(value))
+            except (TypeError, ValueError):
+                raise ValueError(f"{f.name} must be a number ({kind.__name__}), got {value!r}") from None
+            setattr(self, f.name, number)
+
     @classmethod
     def from_file(cls, path: str | Path, overrides: list[str] = ()) -> "TrainConfig":
         import yaml
@@ -83,7 +95,10 @@ class TrainConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise SystemExit(f"error: unknown config keys {unknown} in {path}; known: {sorted(known)}")
-        return cls(**data)
+        try:
+            return cls(**data)
+        except ValueError as e:
+            raise SystemExit(f"error: {e} (in {path} or its overrides)") from None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -113,6 +113,13 @@ def test_config_errors_are_clear(tmp_path, khoa_root):
     with pytest.raises(SystemExit, match="not key=value"):
         TrainConfig.from_file(config, ["epochs"])
     assert TrainConfig.from_file(config, ["epochs=7", "model.hidden_size=32"]).model["hidden_size"] == 32
+    # YAML 1.1 reads 6e-5 (no dot) as a string; the optimizer would fail far from the cause
+    cfg = TrainConfig.from_file(config, ["lr=6e-5", "epochs=2", "max_steps_per_epoch=3"])
+    assert (cfg.lr, cfg.epochs, cfg.max_steps_per_epoch) == (6e-5, 2, 3) and isinstance(cfg.lr, float)
+    with pytest.raises(SystemExit, match="lr must be a number \\(float\\), got 'fast'"):
+        TrainConfig.from_file(config, ["lr=fast"])
+    with pytest.raises(SystemExit, match="epochs must be a number \\(int\\), got 2.5"):
+        TrainConfig.from_file(config, ["epochs=2.5"])
 
 
 def test_csv_protocol_never_matches_a_query_with_itself(tmp_path, khoa_root, monkeypatch):
