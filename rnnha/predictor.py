@@ -89,11 +89,12 @@ class Predictor:
             yield self.preprocess(images[i:i + self.batch_size])
 
     @torch.inference_mode()
-    def forward(self, batch: torch.Tensor) -> RNNHAOutput:
+    def forward(self, batch: torch.Tensor, module: torch.nn.Module | None = None):
+        """The model (or one of its parts, e.g. model.backbone) on a preprocessed batch, in this precision."""
         batch = batch.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         autocast = self.dtype != torch.float32
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=autocast):
-            return self.model(batch)
+            return (module or self.model)(batch)
 
     def embed(self, images) -> torch.Tensor:
         """N x D unit-norm float32 embeddings (on the CPU) of a list of images or a batch tensor."""
@@ -101,6 +102,11 @@ class Predictor:
         if not parts:
             return torch.empty(0, self.model.embedding_dim)
         return torch.cat(parts)
+
+    def backbone_features(self, images) -> torch.Tensor:
+        """N x d float32 GAP(f) of the backbone alone (what a linear probe reads), on the CPU."""
+        parts = [self.forward(b, self.model.backbone).float().mean(dim=(2, 3)).cpu() for b in self._batches(images)]
+        return torch.cat(parts) if parts else torch.empty(0, self.model.backbone.feature_dim)
 
     def predict(self, images, topk: int = 5) -> list[Prediction]:
         """Per image: embedding, top-k (label, probability) of every level, attention map."""

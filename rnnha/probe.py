@@ -23,17 +23,13 @@ from .predictor import Predictor
 __all__ = ["backbone_features", "fit_linear_probe", "linear_probe", "main"]
 
 
-@torch.inference_mode()
 def backbone_features(predictor: Predictor, samples: Sequence[Sample], progress: bool = True) -> torch.Tensor:
-    """N x d float32 GAP(f) of the backbone, in the predictor's precision."""
-    parts = []
-    batches = range(0, len(samples), predictor.batch_size)
-    for i in tqdm(batches, desc="features", disable=not progress, leave=False):
-        batch = predictor.preprocess([s.path for s in samples[i:i + predictor.batch_size]])
-        batch = batch.to(predictor.device).contiguous(memory_format=torch.channels_last)
-        with torch.autocast(predictor.device.type, dtype=predictor.dtype, enabled=predictor.dtype != torch.float32):
-            parts.append(predictor.model.backbone(batch).float().mean(dim=(2, 3)).cpu())
-    return torch.cat(parts) if parts else torch.empty(0, predictor.model.backbone.feature_dim)
+    """N x d float32 GAP(f) of the backbone (Predictor.backbone_features), with a progress bar."""
+    size = predictor.batch_size
+    chunks = [[s.path for s in samples[i:i + size]] for i in range(0, len(samples), size)]
+    bar = tqdm(chunks, desc="features", disable=not progress, leave=False)
+    parts = [predictor.backbone_features(chunk) for chunk in bar]
+    return torch.cat(parts) if parts else predictor.backbone_features([])
 
 
 def fit_linear_probe(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decay: float = 1e-4,
