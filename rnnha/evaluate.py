@@ -14,7 +14,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -34,7 +34,7 @@ PROTOCOLS = {  # what each dataset kind's figures mean, for model cards and repo
     "csv": "every labelled image a query against all the others, itself and same-camera views removed",
 }
 
-__all__ = ["PROTOCOLS", "Features", "extract", "evaluate_samples", "evaluate_two_camera", "evaluate_veri",
+__all__ = ["PROTOCOLS", "Features", "extract", "image_batches", "evaluate_samples", "evaluate_two_camera", "evaluate_veri",
            "evaluate_vehicleid", "evaluate_coarse", "main"]
 
 
@@ -55,16 +55,23 @@ class _Images(Dataset):
         return self.transform(load_image(self.samples[i].path))
 
 
-def extract(predictor: Predictor, samples: Sequence[Sample], flip: bool = False,
-            workers: int = 2, desc: str = "extract") -> Features:
-    """Embeddings and logits of every sample, batched, with progress; flip=True averages each image's
-    embedding (then re-normalised) and logits with its mirror image's."""
+def image_batches(predictor: Predictor, samples: Sequence[Sample], workers: int = 2, desc: str = "extract",
+                  progress: bool = True) -> Iterator[torch.Tensor]:
+    """The samples' images, preprocessed for the predictor, in its batch size and in order (decoded by
+    `workers` processes), with a progress bar on a terminal."""
     from tqdm import tqdm
 
     loader = DataLoader(_Images(samples, predictor.transform), batch_size=predictor.batch_size,
                         num_workers=workers, shuffle=False)
+    yield from tqdm(loader, desc=desc, disable=None if progress else True, leave=False)
+
+
+def extract(predictor: Predictor, samples: Sequence[Sample], flip: bool = False,
+            workers: int = 2, desc: str = "extract") -> Features:
+    """Embeddings and logits of every sample, batched, with progress; flip=True averages each image's
+    embedding (then re-normalised) and logits with its mirror image's."""
     embeddings, logits = [], []
-    for batch in tqdm(loader, desc=desc, disable=None, leave=False):
+    for batch in image_batches(predictor, samples, workers, desc):
         out = predictor.forward(batch)
         embedding, level_logits = out.embedding.float(), [l.float() for l in out.logits]
         if flip:

@@ -15,20 +15,18 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from .data import DataError, Sample, load_dataset
+from .evaluate import image_batches, load_predictor
 from .predictor import Predictor
 
 __all__ = ["backbone_features", "fit_linear_probe", "linear_probe", "main"]
 
 
 def backbone_features(predictor: Predictor, samples: Sequence[Sample], progress: bool = True) -> torch.Tensor:
-    """N x d float32 GAP(f) of the backbone (Predictor.backbone_features), with a progress bar."""
-    size = predictor.batch_size
-    chunks = [[s.path for s in samples[i:i + size]] for i in range(0, len(samples), size)]
-    bar = tqdm(chunks, desc="features", disable=not progress, leave=False)
-    parts = [predictor.backbone_features(chunk) for chunk in bar]
+    """N x d float32 GAP(f) of the backbone (Predictor.backbone_features), batched as evaluation does."""
+    parts = [predictor.backbone_features(batch)
+             for batch in image_batches(predictor, samples, desc="features", progress=progress)]
     return torch.cat(parts) if parts else predictor.backbone_features([])
 
 
@@ -76,8 +74,6 @@ def linear_probe(predictor: Predictor, train: Sequence[Sample], test: Sequence[S
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .evaluate import load_predictor
-
     parser = argparse.ArgumentParser(prog="python -m rnnha.probe", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="zoo name, exported folder, checkpoint, or imagenet:BACKBONE")
