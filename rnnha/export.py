@@ -53,8 +53,9 @@ def save_pretrained(model: RNNHA, folder: str | Path, dtype: torch.dtype = torch
     config.input_size, config.mean, config.std = list(prep.size), list(prep.mean), list(prep.std)
     config.interpolation = prep.interpolation
     config.pretrained_backbone = False  # the weights file has everything
+    config.aux_classifier = False  # training-only deep supervision, not part of the model that is used
     state = {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu()
-             for k, v in model.state_dict().items()}
+             for k, v in model.state_dict().items() if not k.startswith("head.aux_")}
     atomic_save_safetensors(state, folder / WEIGHTS_NAME, metadata={"format": "pt", "model_type": MODEL_TYPE})
     document = {"model_type": MODEL_TYPE, "config": config.to_dict(), **(extra or {})}
     if zoo is not None:
@@ -155,6 +156,9 @@ def model_card(config: RNNHAConfig, name: str, metrics: dict | None = None, lice
          "x2 = sum of a_ij f_ij, without Eq. 9's 1/(hw), so that it is on GAP(f)'s scale"),
         (config.head == "rnnha" and config.neck,
          "a BN neck on every step's output before its classifier; the embedding is BN(o_T)"),
+        (config.aux_classifier,
+         "trained with deep supervision, a linear classifier of the coarse level on BN(GAP(f)) whose loss "
+         "is added to the paper's (training only: not in these weights)"),
     ) if flag]
     beyond_text = f" Beyond the paper: {'; '.join(beyond)}." if beyond else ""
     text = f"""---

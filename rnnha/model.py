@@ -9,7 +9,9 @@ re-identification feature.
 
 Equation numbers follow the paper. Two options go beyond it and default to its form: attention_pool="sum"
 (x2 without Eq. 9's 1/(hw), on GAP's scale) and neck=True (a BN neck on every o_t, as in the field's
-standard re-id baseline). With T > 2 levels (type -> model -> vehicle) every further step
+standard re-id baseline). A third, aux_classifier=True, is training-only deep supervision: the coarse
+level is also classified linearly from BN(GAP(f)), so that the backbone learns car models as well as
+the baseline's does; it is dropped at export. With T > 2 levels (type -> model -> vehicle) every further step
 attends with guidance from the previous step's output, as the paper suggests.
 """
 from __future__ import annotations
@@ -49,6 +51,7 @@ class RNNHAConfig:
     attention_pool: str = "mean"  # "mean" (Eq. 9 as printed) | "sum" (same scale as GAP(f))
     neck: bool = False  # BN neck on every o_t before its (bias-free) classifier; embedding = BN(o_T)
     dropout: float = 0.0  # before each classifier
+    aux_classifier: bool = False  # training only: CE of the coarse level on BN(GAP(f)) added to the loss
     pretrained_backbone: bool = False  # load the backbone's ImageNet weights when building
     # preprocessing; None means the backbone's own (see rnnha.transforms.resolve_preprocessing)
     input_size: int | list[int] | None = None  # side, or [height, width]
@@ -71,6 +74,8 @@ class RNNHAConfig:
             problems.append(
                 f"level_names {self.level_names} must name each of the {len(self.num_classes)} levels"
             )
+        if self.aux_classifier and self.head != "rnnha":
+            problems.append("aux_classifier is for head 'rnnha' (the bnneck head classifies BN(GAP(f)) already)")
         if self.recurrent not in ("gru", "fc"):
             problems.append(f"recurrent must be 'gru' or 'fc', got {self.recurrent!r}")
         if self.attention_pool not in ("mean", "sum"):
@@ -134,6 +139,7 @@ class RNNHAOutput:
     attention: torch.Tensor  # B x h x w, the last step's map a (each sums to 1)
     attentions: list[torch.Tensor]  # the map of every attending step (T - 1 of them)
     outputs: list[torch.Tensor]  # o_t of every step, before normalisation
+    aux_logits: torch.Tensor | None = None  # B x n_1 from BN(GAP(f)), in training mode with aux_classifier
 
 
 class GuidanceTransformer(nn.Module):
@@ -210,6 +216,10 @@ class RNNHAHead(nn.Module):
         if config.neck:  # "bag of tricks" applied to o_t: BN (bias frozen) -> bias-free classifier
             self.necks = nn.ModuleList(BNNeck(H) for _ in range(T))
         self.classifiers = nn.ModuleList(nn.Linear(H, n, bias=not config.neck) for n in config.num_classes)
+        if config.aux_classifier:  # not the paper: deep supervision of the backbone, as the baseline's head
+            self.aux_neck = BNNeck(d)
+            self.aux_classifier = nn.Linear(d, config.num_classes[0], bias=False)
+            nn.init.normal_(self.aux_classifier.weight, std=0.001)
 
     def step(self, t: int, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         if self.config.recurrent == "gru":
@@ -233,12 +243,14 @@ class RNNHAHead(nn.Module):
             outputs.append(h)
             o = self.necks[t](h) if self.config.neck else h
             logits.append(self.classifiers[t](self.dropout(o)))
+        aux = self.aux_classifier(self.aux_neck(gap)) if self.config.aux_classifier and self.training else None
         return RNNHAOutput(
             logits=logits,
             embedding=F.normalize(o.float(), dim=1),
             attention=attentions[-1] if attentions else uniform,
             attentions=attentions,
             outputs=outputs,
+            aux_logits=aux,
         )
 
 
@@ -280,7 +292,12 @@ class RNNHA(nn.Module):
         return self.head(self.backbone(images))
 
     def loss(self, output: RNNHAOutput, labels: torch.Tensor, label_smoothing: float = 0.0):
-        return hierarchical_loss(output.logits, labels, label_smoothing)
+        """The paper's loss (the levels' cross-entropies, summed); with aux_classifier, plus the coarse
+        level's on BN(GAP(f)). Returns the total and the per-level losses (the auxiliary one is not a level)."""
+        total, per_level = hierarchical_loss(output.logits, labels, label_smoothing)
+        if output.aux_logits is not None:
+            total = total + hierarchical_loss([output.aux_logits], labels[:, :1], label_smoothing)[0]
+        return total, per_level
 
 
 def hierarchical_loss(

@@ -190,6 +190,28 @@ def test_each_loss_reaches_the_backbone(level):
         assert transformer_grad is None or transformer_grad.abs().sum() == 0
 
 
+def test_aux_classifier_supervises_the_backbone_in_training_only():
+    """Deep supervision: CE of the coarse level on BN(GAP(f)) joins the loss; at test time it is absent."""
+    torch.manual_seed(0)
+    model = RNNHA(RNNHAConfig(backbone="vgg_cnn_m_1024", num_classes=[3, 4], hidden_size=32, neck=True,
+                              aux_classifier=True))
+    images, labels = torch.randn(4, 3, 96, 96), torch.tensor([[0, 1], [2, IGNORE_INDEX], [IGNORE_INDEX, 3], [1, 0]])
+    out = model(images)
+    gap = model.backbone(images).mean(dim=(2, 3))
+    torch.testing.assert_close(out.aux_logits, model.head.aux_classifier(model.head.aux_neck(gap)))
+    total, per_level = model.loss(out, labels)
+    aux = F.cross_entropy(out.aux_logits[[0, 1, 3]], labels[[0, 1, 3], 0])
+    torch.testing.assert_close(total, sum(per_level) + aux)
+    aux.backward()  # the auxiliary loss alone reaches the backbone and its own classifier, not the GRU
+    assert model.backbone.body.conv1.weight.grad.abs().sum() > 0
+    assert model.head.aux_classifier.weight.grad.abs().sum() > 0 and model.head.gru.weight_ih.grad is None
+    model.eval()
+    with torch.no_grad():
+        assert model(images).aux_logits is None
+    with pytest.raises(ValueError, match="aux_classifier is for head 'rnnha'"):
+        RNNHAConfig(head="bnneck", num_classes=[3], level_names=["vehicle"], aux_classifier=True)
+
+
 def test_config_round_trips_through_json(tmp_path):
     config = RNNHAConfig(backbone="resnet50", num_classes=[3, 7, 9], level_names=["type", "model", "id"],
                          hidden_size=512, recurrent="fc", attention=False, input_size=[256, 128],

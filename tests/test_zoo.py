@@ -13,7 +13,7 @@ import torch
 
 from hubserver import HubServer, hub_env
 from rnnha import RNNHA, RNNHAConfig
-from rnnha.export import ModelLoadError, load_pretrained, save_pretrained, sha256_file
+from rnnha.export import ModelLoadError, load_pretrained, model_card, save_pretrained, sha256_file
 from rnnha.hub import HubError
 from rnnha.predictor import Predictor
 import zoo
@@ -33,8 +33,6 @@ def small_model():
 
 @pytest.fixture(scope="module")
 def folder(small_model, tmp_path_factory):
-    from rnnha.export import model_card
-
     path = tmp_path_factory.mktemp("models") / "small"
     card = model_card(small_model.config, "small", {"two-camera": {"mAP": 50.0}}, datasets=["khoa-vehicle-reid"])
     return save_pretrained(small_model, path, extra={"same_vehicle_threshold": 0.5}, card=card)
@@ -46,8 +44,6 @@ def images(khoa_pair):
 
 
 def test_card_says_where_the_model_departs_from_the_paper():
-    from rnnha.export import model_card
-
     paper = model_card(RNNHAConfig(), "paper")
     tuned = model_card(RNNHAConfig(attention_pool="sum", neck=True), "tuned")
     assert "Beyond the paper" not in paper
@@ -93,6 +89,17 @@ def test_neck_and_sum_pool_round_trip(images, tmp_path):
     assert not torch.allclose(model.head.necks[1].running_var, torch.ones(32))  # the statistics did move
     cosine = (embed(loaded, images) * embed(model, images)).sum(dim=1)
     assert cosine.min() > 0.999
+
+
+def test_export_leaves_the_training_only_classifier_out(images, tmp_path):
+    torch.manual_seed(2)
+    config = RNNHAConfig(num_classes=[3, 4], hidden_size=32, input_size=64, neck=True, aux_classifier=True)
+    model = RNNHA(config).eval()
+    assert "trained with deep supervision" in model_card(config, "aux")
+    loaded, _ = load_pretrained(save_pretrained(model, tmp_path / "aux"))  # strict: nothing extra, nothing missing
+    assert not loaded.config.aux_classifier and not any("aux" in k for k in loaded.state_dict())
+    assert model.config.aux_classifier  # the model itself is left as it was
+    assert torch.equal(embed(loaded, images), embed(model, images))
 
 
 def test_the_card_parses_with_huggingface_hub(folder):
