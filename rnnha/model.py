@@ -7,11 +7,11 @@ into a guidance vector w, which scores every spatial cell of f; the attended ave
 the same GRU and o2 is classified into vehicle identities. At test time o2, l2-normalised, is the
 re-identification feature.
 
-Equation numbers follow the paper. Two options go beyond it and default to its form: attention_pool="sum"
-(x2 without Eq. 9's 1/(hw), on GAP's scale) and neck=True (a BN neck on every o_t, as in the field's
-standard re-id baseline). A third, aux_classifier=True, is training-only deep supervision: the coarse
-level is also classified linearly from BN(GAP(f)), so that the backbone learns car models as well as
-the baseline's does; it is dropped at export. With T > 2 levels (type -> model -> vehicle) every further step
+Equation numbers follow the paper. Three options go beyond it and default to its form: attention_pool="sum"
+(x2 without Eq. 9's 1/(hw), on GAP's scale), neck=True (a BN neck on every o_t, as in the field's
+standard re-id baseline) and aux_classifier=True (training-only deep supervision: the coarse level also
+classified linearly from BN(GAP(f)), so that the backbone learns car models as well as the baseline's
+does; the export leaves it out). With T > 2 levels (type -> model -> vehicle) every further step
 attends with guidance from the previous step's output, as the paper suggests.
 """
 from __future__ import annotations
