@@ -1,34 +1,142 @@
 """RNN-HA demo: identify a vehicle, compare two images, browse attention. UI wiring only: the logic
-is rnnha.service (identify / compare / overlays), rnnha.gallery (index and cache), zoo (models).
+is rnnha.service (identify / compare / overlays), rnnha.gallery (index and cache), rnnha.uploads (safe
+zip and image uploads), zoo (models).
 
     python app.py                      # http://127.0.0.1:7860 (GRADIO_SERVER_NAME / _PORT honoured)
+
+A public service: every endpoint is reachable over raw HTTP, so every input is checked here as the UI
+would limit it (README, "Limits and safety"). Operator settings, all optional:
+    RNNHA_CACHE            folder for gallery caches and uploaded galleries (default: under the temp dir)
+    RNNHA_ALLOW_MODELS     extra model names or shell patterns a client may ask for, comma-separated
+                           (e.g. "hf-hub:my-org/*"); off: only the zoo's list_models()
+    RNNHA_MAX_UPLOAD_MB    largest file Gradio accepts (default 100)
+    RNNHA_CACHE_MB         gallery cache size, least recently used removed first (default 512)
+    RNNHA_UPLOADS_MB       uploaded galleries kept on disk, oldest removed first (default 2048)
+    RNNHA_QUEUE_SIZE       requests waiting at most; more are told to try again (default 64)
+    RNNHA_CONCURRENCY      requests computed at once (default 2)
 """
 from __future__ import annotations
 
+import fnmatch
 import functools
+import logging
+import math
 import os
+import shutil
 import tempfile
+import time
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import gradio as gr
+from gradio.utils import get_upload_folder, is_in_or_equal
 
-from rnnha.gallery import Gallery, items_from_folder, items_from_uploads
+from rnnha.gallery import Gallery, evict_least_recently_used, items_from_folder
 from rnnha.images import ImageError
 from rnnha.overlay import colorbar
 from rnnha.service import ReidService
+from rnnha.uploads import MAX_UPLOAD_IMAGES, items_from_uploads
 from zoo import list_models, load_model
 
+try:  # a ZeroGPU Space: the GPU work runs inside spaces.GPU, anywhere else as it is
+    import spaces
+
+    gpu = spaces.GPU
+except ImportError:
+    def gpu(fn=None, **_):
+        return fn if fn is not None else (lambda f: f)
+
+log = logging.getLogger("rnnha.app")
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_GALLERY = ASSETS / "gallery"
 CACHE = Path(os.environ.get("RNNHA_CACHE", Path(tempfile.gettempdir()) / "rnnha-cache"))
+ALLOW_MODELS = [p.strip() for p in os.environ.get("RNNHA_ALLOW_MODELS", "").split(",") if p.strip()]
+MAX_UPLOAD_MB = int(os.environ.get("RNNHA_MAX_UPLOAD_MB", 100))
+CACHE_MB = int(os.environ.get("RNNHA_CACHE_MB", 512))
+UPLOADS_MB = int(os.environ.get("RNNHA_UPLOADS_MB", 2048))
+QUEUE_SIZE = int(os.environ.get("RNNHA_QUEUE_SIZE", 64))
+CONCURRENCY = int(os.environ.get("RNNHA_CONCURRENCY", 2))
+SESSION_TTL = 3600  # seconds an uploaded gallery outlives its last use
 PAGE = 12
 MATCH_COLUMNS = ["rank", "similarity", "vehicle", "camera", "correct", "file"]
+NOT_AN_UPLOAD = "This image is not an upload of this app, or it has expired: upload the image again."
 
+
+@dataclass(frozen=True)
+class UserGallery:
+    """A session's own gallery: its folder under CACHE/uploads and its items."""
+    folder: Path
+    items: tuple
+
+
+# --- inputs, checked as the UI limits them -------------------------------------------------------
+
+def _model(name) -> str:
+    """One of the zoo's models (the dropdown's choices), or a name the operator allows."""
+    if isinstance(name, str) and len(name) <= 200 and (
+            name in list_models() or any(fnmatch.fnmatchcase(name, p) for p in ALLOW_MODELS)):
+        return name
+    raise gr.Error(f"Unknown model: choose one of {', '.join(list_models())}.")
+
+
+def _flag(value, what: str = "The raw-attention checkbox") -> bool:
+    if not isinstance(value, bool):
+        raise gr.Error(f"{what} takes true or false.")
+    return value
+
+
+def _page(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value != int(value):
+        raise gr.Error("The page number must be a whole number.")
+    return int(max(-1, min(value, 10**6)))
+
+
+def _upload(payload) -> tuple[str, str]:
+    """An image input's raw payload -> (server path, original file name). Only files that came through
+    this app's upload (Gradio's upload folder, where examples are cached too) or the shipped gallery are
+    accepted; any other path gets the same answer whether or not it exists."""
+    if payload is None:
+        raise gr.Error("No image: upload one or pick an example.")
+    path = payload.get("path") if isinstance(payload, dict) else None
+    if not isinstance(path, str) or not path or len(path) > 4096 or "\x00" in path:
+        raise gr.Error(NOT_AN_UPLOAD)
+    resolved = Path(path).resolve()
+    allowed = is_in_or_equal(resolved, Path(get_upload_folder()).resolve()) or \
+        is_in_or_equal(resolved, DEFAULT_GALLERY)
+    if not allowed or not resolved.is_file():
+        raise gr.Error(NOT_AN_UPLOAD)
+    name = payload.get("orig_name")
+    return str(resolved), (name if isinstance(name, str) and len(name) <= 255 else resolved.name)
+
+
+def _errors(fn):
+    """Every failure becomes a clear message in the UI and the API, with no server path and no trace;
+    anything unexpected is logged in full here. The app keeps serving."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except ImageError as exc:  # our messages name files, never folders
+            raise gr.Error(str(exc)) from None
+        except Exception:  # noqa: BLE001 - a public endpoint answers, whatever broke
+            log.exception("%s failed", fn.__name__)
+            raise gr.Error("The server could not finish this request; try again, or with another image.") from None
+    return wrapper
+
+
+# --- models and galleries, built once and cached -------------------------------------------------
 
 @lru_cache(maxsize=4)
 def _predictor(model: str):
-    return load_model(model)
+    try:
+        return load_model(model)
+    except Exception:  # noqa: BLE001 - the detail (paths, endpoints) is for the log, not the client
+        log.exception("loading model %r failed", model)
+        raise gr.Error(f"The model {model!r} could not be loaded; try another one.") from None
 
 
 @lru_cache(maxsize=1)
@@ -38,47 +146,60 @@ def _default_items():
 
 @lru_cache(maxsize=8)
 def _gallery(model: str, items: tuple) -> Gallery:
-    return Gallery.build(_predictor(model), items, CACHE / "galleries")
+    return Gallery.build(_predictor(model), items, CACHE / "galleries", cache_bytes=CACHE_MB * 2**20)
 
 
-def service(model: str, items=None) -> ReidService:
-    """The model with a gallery (the shipped one when items is None), both built once and cached."""
+def service(model: str, mine: UserGallery | None = None) -> ReidService:
+    """The model with a gallery (the shipped one when the session has none), both cached."""
+    if mine is not None and not mine.folder.is_dir():
+        raise gr.Error("Your gallery has expired: upload it again, or use the shipped gallery.")
     predictor = _predictor(model)
-    gallery = _gallery(model, tuple(items) if items else _default_items())
+    gallery = _gallery(model, mine.items if mine else _default_items())
     return ReidService(predictor, gallery, metadata=predictor.metadata)
 
 
-def _path_and_name(payload) -> tuple[str, str | None]:
-    """An image input's raw payload (preprocess=False) -> server path and original file name."""
-    if payload is None:
-        raise gr.Error("No image: upload one or pick an example.")
-    if isinstance(payload, str):
-        return payload, Path(payload).name
-    path = payload.get("path") if isinstance(payload, dict) else getattr(payload, "path", None)
-    name = payload.get("orig_name") if isinstance(payload, dict) else getattr(payload, "orig_name", None)
-    if not path:
-        raise gr.Error("The upload is empty: choose an image file.")
-    return path, name or Path(path).name
+def _uploads_dir() -> Path:
+    (CACHE / "uploads").mkdir(parents=True, exist_ok=True)
+    return CACHE / "uploads"
 
 
-def _errors(fn):
-    """Every user-caused failure becomes a clear message in the UI and the API; the app keeps serving."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except (ImageError, ValueError, OSError, LookupError) as exc:
-            raise gr.Error(str(exc)) from None
-    return wrapper
+def _forget(mine: UserGallery | None) -> None:
+    """gr.State's delete_callback: a session's uploads go when the session ends or expires."""
+    if isinstance(mine, UserGallery) and is_in_or_equal(mine.folder, _uploads_dir()):
+        shutil.rmtree(mine.folder, ignore_errors=True)
 
+
+def _bound_uploads(keep: Path) -> None:
+    """Oldest session folders go first once uploads take more than UPLOADS_MB (sessions that Gradio
+    evicts without a callback are caught here)."""
+    folders = sorted((p for p in _uploads_dir().iterdir() if p.is_dir() and p != keep), key=lambda p: p.stat().st_mtime)
+    total = sum(f.stat().st_size for f in _uploads_dir().rglob("*") if f.is_file())
+    for folder in folders:
+        if total <= UPLOADS_MB * 2**20:
+            break
+        total -= sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def clean_start() -> None:
+    """At start-up: no earlier process's uploads or half-written cache files survive."""
+    shutil.rmtree(CACHE / "uploads", ignore_errors=True)
+    for tmp in (CACHE / "galleries").glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+    if (CACHE / "galleries").is_dir():
+        evict_least_recently_used(CACHE / "galleries", CACHE_MB * 2**20)
+
+
+# --- endpoints -----------------------------------------------------------------------------------
 
 @_errors
-def identify(image, model: str, items, raw: bool = False):
-    """One vehicle image -> car model / type (top-5), top-5 gallery matches, attention overlay."""
-    path, name = _path_and_name(image)
-    result = service(model, items).identify(path, name, raw=bool(raw))
+@gpu
+def identify(image, model: str, mine: UserGallery | None, raw: bool = False):
+    """Identify one vehicle image: its car model or type (top-5 with probabilities), its top-5 gallery
+    matches and where the model looked (attention overlay)."""
+    path, name = _upload(image)
+    svc = service(_model(model), mine)
+    result = svc.identify(path, name, raw=_flag(raw))
     rows = [[m.rank, round(m.similarity, 4), m.item.vehicle or "", m.item.camera or "",
              "" if m.correct is None else ("yes" if m.correct else "no"), m.item.path.name] for m in result.matches]
     captions = [(str(m.item.path), f"#{m.rank} {m.similarity:.3f} {m.item.vehicle or m.item.path.stem}"
@@ -89,10 +210,13 @@ def identify(image, model: str, items, raw: bool = False):
 
 
 @_errors
+@gpu
 def compare(first, second, model: str, raw: bool = False):
-    """Two images -> cosine similarity, a same / different verdict, both attention overlays."""
-    svc = service(model)
-    result = svc.compare(_path_and_name(first)[0], _path_and_name(second)[0], raw=bool(raw))
+    """Compare two vehicle images: cosine similarity, a same / different verdict against the model's
+    calibrated threshold, and both attention overlays."""
+    a, b = _upload(first)[0], _upload(second)[0]
+    svc = service(_model(model))
+    result = svc.compare(a, b, raw=_flag(raw))
     if result.same is None:
         verdict = "no calibrated threshold for this model"
     else:
@@ -107,48 +231,67 @@ def _threshold_note(svc: ReidService) -> str:
 
 
 @_errors
-def browse(model: str, items, page: int, raw: bool = False):
-    svc = service(model, items)
+@gpu
+def browse(model: str, mine: UserGallery | None, page, raw: bool = False, step: int = 0):
+    svc = service(_model(model), mine)
     pages = max(1, -(-len(svc.gallery) // PAGE))
-    page = min(max(0, int(page)), pages - 1)
+    page = min(max(0, _page(page) + step), pages - 1)
     indices = range(page * PAGE, min(len(svc.gallery), (page + 1) * PAGE))
-    tiles = [(svc.gallery_overlay(i, bool(raw)), f"{svc.gallery.items[i].path.name}") for i in indices]
+    tiles = [(svc.gallery_overlay(i, _flag(raw)), f"{svc.gallery.items[i].path.name}") for i in indices]
     return tiles, page, f"Page {page + 1} of {pages} ({len(svc.gallery)} images). Click one to identify it."
 
 
-def pick_from_browser(model: str, items, page: int, evt: gr.SelectData):
-    svc = service(model, items)
-    item = svc.gallery.items[page * PAGE + evt.index]
-    return str(item.path), gr.Tabs(selected="identify")
+@_errors
+def pick_from_browser(model: str, mine: UserGallery | None, page, evt: gr.SelectData):
+    svc = service(_model(model), mine)
+    index = _page(page) * PAGE + (evt.index if isinstance(evt.index, int) else -1)
+    if not 0 <= index < len(svc.gallery):
+        raise gr.Error("No such gallery image: pick one on the current page.")
+    return str(svc.gallery.items[index].path), gr.Tabs(selected="identify")
 
 
 @_errors
-def build_gallery(files, model: str, progress=gr.Progress()):
+@gpu(duration=300)
+def build_gallery(files, model: str, mine: UserGallery | None, progress=gr.Progress()):
+    """Build a gallery from uploaded images and/or zip files; it replaces the session's previous one."""
+    model = _model(model)
     if not files:
         raise gr.Error("Upload images or a zip file first.")
+    if not isinstance(files, list) or len(files) > MAX_UPLOAD_IMAGES:
+        raise gr.Error(f"Upload at most {MAX_UPLOAD_IMAGES} files (or zip them).")
     paths = [f if isinstance(f, str) else f.name for f in files]
-    items, skipped = items_from_uploads(paths, tempfile.mkdtemp(prefix="gallery-", dir=_uploads_dir()))
-    Gallery.build(_predictor(model), items, CACHE / "galleries", lambda f, text: progress(f, desc=text))
-    note = f"Gallery of {len(items)} images ready." + (f" Skipped: {'; '.join(skipped)}" if skipped else "")
-    return items, note
+    folder = Path(tempfile.mkdtemp(prefix="gallery-", dir=_uploads_dir()))
+    try:
+        items, skipped = items_from_uploads(paths, folder)  # removes folder itself if it refuses
+        Gallery.build(_predictor(model), items, CACHE / "galleries", lambda f, text: progress(f, desc=text),
+                      cache_bytes=CACHE_MB * 2**20)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    _forget(mine)
+    _bound_uploads(keep=folder)
+    note = f"Gallery of {len(items)} images ready." + (f" Skipped: {'; '.join(skipped[:20])}" if skipped else "")
+    return UserGallery(folder, tuple(items)), note
 
 
-def _uploads_dir() -> Path:
-    (CACHE / "uploads").mkdir(parents=True, exist_ok=True)
-    return CACHE / "uploads"
+def reset_gallery(mine: UserGallery | None):
+    _forget(mine)
+    return None, "Using the shipped gallery."
 
+
+# --- the page ------------------------------------------------------------------------------------
 
 def build_demo(default_model: str = "default") -> gr.Blocks:
     models = list_models()
     examples = [str(p) for p in sorted(DEFAULT_GALLERY.glob("*_cam1.jpg"))[:6]]
-    with gr.Blocks(title="RNN-HA vehicle re-identification") as demo:
+    with gr.Blocks(title="RNN-HA vehicle re-identification", delete_cache=(600, SESSION_TTL)) as demo:
         gr.Markdown("# RNN-HA: coarse-to-fine vehicle re-identification\n"
                     "Which car model is it, which gallery vehicle is it, and where does the model look? "
                     "([paper](https://arxiv.org/abs/1812.04239))")
-        items = gr.State(None)  # None: the shipped gallery
+        mine = gr.State(None, time_to_live=SESSION_TTL, delete_callback=_forget)  # None: the shipped gallery
         with gr.Row():
             model = gr.Dropdown(models, value=default_model if default_model in models else None,
-                                label="Model (from the zoo)", scale=2)
+                                label="Model (from the zoo)", scale=2, allow_custom_value=bool(ALLOW_MODELS))
             with gr.Column(scale=1):
                 gr.Image(colorbar(), label="Attention colormap", interactive=False, height=60)
                 raw = gr.Checkbox(False, label="Show the raw attention map (no blending)")
@@ -165,7 +308,8 @@ def build_demo(default_model: str = "default") -> gr.Blocks:
                 note = gr.Markdown()
                 matches = gr.Dataframe(headers=MATCH_COLUMNS, label="Top-5 gallery matches", interactive=False)
                 match_images = gr.Gallery(label="Matches", columns=5, height=220)
-                run.click(identify, [query, model, items, raw], [coarse, matches, match_images, overlay, note],
+                # preprocess=False: the image is decoded once, by rnnha.images, within its limits
+                run.click(identify, [query, model, mine, raw], [coarse, matches, match_images, overlay, note],
                           api_name="identify", preprocess=False)
             with gr.Tab("Compare", id="compare"):
                 with gr.Row():
@@ -192,11 +336,12 @@ def build_demo(default_model: str = "default") -> gr.Blocks:
                     status = gr.Markdown()
                     following = gr.Button("Next ▶")
                 tiles = gr.Gallery(label="Gallery with attention", columns=6, height=520, allow_preview=False)
-                previous.click(lambda m, i, p, r: browse(m, i, p - 1, r), [model, items, page, raw], [tiles, page, status],
-                               api_name="browse_previous")
-                following.click(lambda m, i, p, r: browse(m, i, p + 1, r), [model, items, page, raw], [tiles, page, status],
-                                api_name="browse_next")
-                tiles.select(pick_from_browser, [model, items, page], [query, tabs], api_visibility="private")
+                previous.click(functools.partial(browse, step=-1), [model, mine, page, raw], [tiles, page, status],
+                               api_name="browse_previous", preprocess=False)
+                following.click(functools.partial(browse, step=1), [model, mine, page, raw], [tiles, page, status],
+                                api_name="browse_next", preprocess=False)
+                tiles.select(pick_from_browser, [model, mine, page], [query, tabs], api_visibility="private",
+                             preprocess=False)
             with gr.Tab("Your gallery", id="gallery"):
                 gr.Markdown("Upload several images or a zip of them. File names such as `car_0139_cam1.jpg` "
                             "tell the identity and camera, so matches can be marked. Embeddings are cached "
@@ -206,13 +351,25 @@ def build_demo(default_model: str = "default") -> gr.Blocks:
                     build = gr.Button("Build index", variant="primary")
                     reset = gr.Button("Use the shipped gallery")
                 built = gr.Markdown()
-                build.click(build_gallery, [uploads, model], [items, built], api_name="build_gallery")
-                reset.click(lambda: (None, "Using the shipped gallery."), None, [items, built], api_name="reset_gallery")
+                build.click(build_gallery, [uploads, model, mine], [mine, built], api_name="build_gallery")
+                reset.click(reset_gallery, [mine], [mine, built], api_name="reset_gallery")
         gr.Markdown("Gallery: validation vehicles of the two-camera Vehicle Re-ID dataset by Khoa Nguyen Truong "
                     "(Apache-2.0, see `assets/gallery/ATTRIBUTION.md`).")
-        demo.load(lambda m: browse(m, None, 0), [model], [tiles, page, status], api_visibility="private")
+        demo.load(functools.partial(browse, mine=None, page=0, raw=False), [model], [tiles, page, status],
+                  api_visibility="private", preprocess=False)
     return demo
 
 
+def launch(demo: gr.Blocks | None = None, **kwargs):
+    """Serve with the public-service limits: a bounded queue (overload is told to try again), a bounded
+    number of requests computed at once, and Gradio's own upload size limit."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    clean_start()
+    demo = demo or build_demo()
+    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY)
+    kwargs.setdefault("max_file_size", f"{MAX_UPLOAD_MB}mb")
+    return demo.launch(**kwargs)
+
+
 if __name__ == "__main__":
-    build_demo().queue(default_concurrency_limit=2).launch()
+    launch()

@@ -1,10 +1,16 @@
 """A searchable gallery: images with their metadata, embeddings and attention maps, cached per model
-as safetensors and rebuilt when the model or the images change."""
+as safetensors and rebuilt when the model or the images change.
+
+A cache file is trusted only after it verifies: its metadata names the model fingerprint, a digest of the
+items and a sha256 of its tensors' bytes, and the tensors have the gallery's shapes. Anything else (a
+truncated file, changed numbers, another model's cache) is logged as a warning and rebuilt. The cache
+folder is bounded in size: the least recently used files go first."""
 from __future__ import annotations
 
 import hashlib
 import json
-import zipfile
+import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -12,14 +18,16 @@ from typing import Callable, Sequence
 import torch
 
 from .data.two_camera import parse_name
-from .images import ImageError, load_image
+from .images import ImageError
 from .io import atomic_save_safetensors
+from .uploads import IMAGE_SUFFIXES
 
-__all__ = ["GalleryItem", "Gallery", "file_digest", "model_fingerprint", "items_from_folder", "items_from_uploads",
-           "IMAGE_SUFFIXES", "MAX_UPLOAD_IMAGES"]
+__all__ = ["GalleryItem", "Gallery", "file_digest", "model_fingerprint", "items_from_folder",
+           "CACHE_FORMAT", "DEFAULT_CACHE_BYTES"]
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-MAX_UPLOAD_IMAGES = 2000
+log = logging.getLogger(__name__)
+CACHE_FORMAT = "rnnha-gallery/2"
+DEFAULT_CACHE_BYTES = 512 * 2**20
 
 
 def file_digest(data: bytes) -> str:
@@ -48,44 +56,6 @@ def items_from_folder(folder: str | Path) -> list[GalleryItem]:
     return [GalleryItem.from_path(p) for p in paths]
 
 
-def items_from_uploads(paths: Sequence[str | Path], workdir: str | Path) -> tuple[list[GalleryItem], list[str]]:
-    """Uploaded images and/or zip files -> items (zip members are copied into workdir; nothing is
-    extracted by the archive's own paths). Returns the items and a note per file skipped."""
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    items, skipped = [], []
-
-    def add(name: str, data: bytes) -> None:
-        if len(items) >= MAX_UPLOAD_IMAGES:
-            raise ImageError(f"a gallery holds at most {MAX_UPLOAD_IMAGES} images; upload fewer")
-        try:
-            load_image(data)
-        except ImageError as exc:
-            skipped.append(f"{name}: {exc}")
-            return
-        digest = file_digest(data)
-        target = workdir / digest[:12] / Path(name).name  # the user's own file name, shown in the app
-        target.parent.mkdir(exist_ok=True)
-        target.write_bytes(data)
-        parsed = parse_name(Path(name).name) or {}
-        items.append(GalleryItem(target, parsed.get("vehicle"), parsed.get("camera"), digest))
-
-    for path in map(Path, paths):
-        if path.suffix.lower() == ".zip":
-            try:
-                with zipfile.ZipFile(path) as archive:
-                    for info in archive.infolist():
-                        if not info.is_dir() and Path(info.filename).suffix.lower() in IMAGE_SUFFIXES:
-                            add(info.filename, archive.read(info))
-            except zipfile.BadZipFile:
-                skipped.append(f"{path.name}: not a readable zip file")
-        else:
-            add(path.name, path.read_bytes())
-    if not items:
-        raise ImageError("none of the uploaded files is a usable image: " + "; ".join(skipped[:3]))
-    return items, skipped
-
-
 def model_fingerprint(model: torch.nn.Module) -> str:
     """sha256 of the weights and the config: a gallery cache is valid for exactly one model."""
     from .checkpoint import weights_sha256
@@ -105,16 +75,20 @@ class Gallery:
 
     @classmethod
     def build(cls, predictor, items: Sequence[GalleryItem], cache_dir: str | Path | None = None,
-              progress: Callable[[float, str], None] | None = None) -> "Gallery":
-        """Embed every item (or read the cache of this model and these images)."""
+              progress: Callable[[float, str], None] | None = None,
+              cache_bytes: int = DEFAULT_CACHE_BYTES) -> "Gallery":
+        """Embed every item, or read this model's cache of these items once it verifies. cache_bytes
+        bounds the cache folder (least recently used files are removed first)."""
         items = list(items)
-        key = hashlib.sha256((predictor.fingerprint + "".join(i.digest for i in items)).encode()).hexdigest()
+        items_digest = hashlib.sha256("".join(i.digest for i in items).encode()).hexdigest()
+        key = hashlib.sha256((predictor.fingerprint + items_digest).encode()).hexdigest()
         cache = Path(cache_dir) / f"gallery-{key[:24]}.safetensors" if cache_dir else None
+        expected = {"format": CACHE_FORMAT, "model": predictor.fingerprint, "items": items_digest,
+                    "count": str(len(items))}
         if cache is not None and cache.is_file():
-            from safetensors.torch import load_file
-
-            tensors = load_file(str(cache))
-            return cls(items, tensors["embeddings"], tensors["attention"])
+            gallery = cls._read_cache(cache, items, expected)
+            if gallery is not None:
+                return gallery
         embeddings, attention = [], []
         step = predictor.batch_size
         for start in range(0, len(items), step):
@@ -125,8 +99,37 @@ class Gallery:
             attention += [p.attention for p in batch]
         gallery = cls(items, torch.stack(embeddings), torch.stack(attention))
         if cache is not None:
-            atomic_save_safetensors({"embeddings": gallery.embeddings, "attention": gallery.attention}, cache)
+            tensors = {"embeddings": gallery.embeddings.contiguous(), "attention": gallery.attention.contiguous()}
+            atomic_save_safetensors(tensors, cache, {**expected, "sha256": _tensors_sha256(tensors)})
+            evict_least_recently_used(cache.parent, cache_bytes, keep=cache)
         return gallery
+
+    @classmethod
+    def _read_cache(cls, cache: Path, items: list[GalleryItem], expected: dict) -> "Gallery | None":
+        """The cached gallery if the file verifies, else None (with a warning saying why)."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file, safe_open
+
+        try:
+            with safe_open(str(cache), "pt") as f:
+                metadata = f.metadata() or {}
+            tensors = load_file(str(cache))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            log.warning("gallery cache %s is unreadable (%s); rebuilding it", cache.name, exc)
+            return None
+        wrong = [k for k, v in expected.items() if metadata.get(k) != v]
+        if not wrong and set(tensors) == {"embeddings", "attention"} and \
+                metadata.get("sha256") != _tensors_sha256(tensors):
+            wrong = ["sha256"]
+        if not wrong:
+            e, a = tensors["embeddings"], tensors["attention"]
+            if e.dim() != 2 or a.dim() != 3 or len(e) != len(items) or len(a) != len(items):
+                wrong = ["shapes"]
+        if wrong:
+            log.warning("gallery cache %s does not verify (%s); rebuilding it", cache.name, ", ".join(wrong))
+            return None
+        os.utime(cache)  # most recently used
+        return cls(items, tensors["embeddings"], tensors["attention"])
 
     def search(self, query: torch.Tensor, k: int = 5, exclude_digest: str | None = None) -> list[tuple[int, float]]:
         """Top-k (index, cosine similarity), best first; an identical image (same bytes) is skipped."""
@@ -140,3 +143,32 @@ class Gallery:
         return [(int(i), float(v)) for v, i in zip(values, indices)]
 
 
+def _tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        digest.update(name.encode())
+        digest.update(tensors[name].contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def evict_least_recently_used(folder: str | Path, max_bytes: int, keep: Path | None = None,
+                              pattern: str = "gallery-*.safetensors") -> list[Path]:
+    """Remove the least recently used files (by modification time, which a cache hit refreshes) until
+    the folder's matching files take at most max_bytes; `keep` is never removed. Returns the removed."""
+    files = []
+    for path in Path(folder).glob(pattern):
+        try:
+            stat = path.stat()
+        except FileNotFoundError:  # removed by another process meanwhile
+            continue
+        files.append((stat.st_mtime, stat.st_size, path))
+    total, removed = sum(size for _, size, _ in files), []
+    for _, size, path in sorted(files, key=lambda f: f[0]):
+        if total <= max_bytes:
+            break
+        if keep is not None and path == keep:
+            continue
+        path.unlink(missing_ok=True)
+        total -= size
+        removed.append(path)
+    return removed

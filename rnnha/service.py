@@ -1,5 +1,8 @@
 """What the app does, without the UI: identify a vehicle against a gallery, compare two images, draw
-attention. app.py only wires these to Gradio components."""
+attention. app.py only wires these to Gradio components.
+
+Work per request is bounded: every image is decoded at most DISPLAY_SIDE pixels a side (large JPEGs
+at reduced size, see rnnha.images), embedded from that, and its overlay drawn at that size."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -12,7 +15,10 @@ from .gallery import Gallery, GalleryItem, file_digest
 from .images import load_image
 from .overlay import attention_overlay
 
-__all__ = ["ReidService", "Match", "Identification", "Comparison"]
+__all__ = ["ReidService", "Match", "Identification", "Comparison", "DISPLAY_SIDE", "TILE_SIDE"]
+
+DISPLAY_SIDE = 1024  # pixels a side of what is embedded and shown (HiDPI-sharp in the app's columns)
+TILE_SIDE = 384  # the attention browser's thumbnails
 
 
 @dataclass
@@ -64,7 +70,7 @@ class ReidService:
 
     def identify(self, source, name: str | None = None, topk: int = 5, raw: bool = False) -> Identification:
         """source: a path, bytes or image; name: the original file name (tells a known identity)."""
-        image = load_image(source)
+        image = load_image(source, max_side=DISPLAY_SIDE)
         prediction = self.predictor.predict([image], topk=topk)[0]
         level = self.predictor.level_names[self.coarse_level]
         digest = _digest(source)  # a gallery image given as the query is not its own match
@@ -79,7 +85,7 @@ class ReidService:
                               attention_overlay(image, prediction.attention, self.alpha, self.cmap, raw), query_vehicle)
 
     def compare(self, first, second, raw: bool = False) -> Comparison:
-        images = [load_image(first), load_image(second)]
+        images = [load_image(first, max_side=DISPLAY_SIDE), load_image(second, max_side=DISPLAY_SIDE)]
         a, b = self.predictor.predict(images, topk=1)
         similarity = float(a.embedding @ b.embedding)
         threshold = self.threshold
@@ -87,9 +93,10 @@ class ReidService:
         overlays = tuple(attention_overlay(im, p.attention, self.alpha, self.cmap, raw) for im, p in zip(images, (a, b)))
         return Comparison(similarity, same, threshold, overlays)
 
-    def gallery_overlay(self, index: int, raw: bool = False) -> Image.Image:
+    def gallery_overlay(self, index: int, raw: bool = False, max_side: int = TILE_SIDE) -> Image.Image:
         item = self.gallery.items[index]
-        return attention_overlay(load_image(item.path), self.gallery.attention[index], self.alpha, self.cmap, raw)
+        image = load_image(item.path, max_side=max_side)
+        return attention_overlay(image, self.gallery.attention[index], self.alpha, self.cmap, raw)
 
 
 def _digest(source) -> str | None:

@@ -59,8 +59,8 @@ def app_server(tmp_path_factory):
     import app
 
     app.CACHE = tmp_path_factory.mktemp("app-cache")
-    demo = app.build_demo().queue(default_concurrency_limit=2)
+    demo = app.build_demo()
     port = _free_port()
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
+    app.launch(demo, prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
     yield f"http://127.0.0.1:{port}/"
     demo.close()
