@@ -34,6 +34,7 @@ from gradio.utils import get_upload_folder, is_in_or_equal
 
 from rnnha.gallery import Gallery, evict_least_recently_used, items_from_folder
 from rnnha.images import ImageError
+from rnnha.io import remove_stale_temporaries
 from rnnha.overlay import colorbar
 from rnnha.service import ReidService
 from rnnha.uploads import MAX_UPLOAD_IMAGES, items_from_uploads
@@ -184,9 +185,8 @@ def _bound_uploads(keep: Path) -> None:
 def clean_start() -> None:
     """At start-up: no earlier process's uploads or half-written cache files survive."""
     shutil.rmtree(CACHE / "uploads", ignore_errors=True)
-    for tmp in (CACHE / "galleries").glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
     if (CACHE / "galleries").is_dir():
+        remove_stale_temporaries(CACHE / "galleries")
         evict_least_recently_used(CACHE / "galleries", CACHE_MB * 2**20)
 
 

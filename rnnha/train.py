@@ -25,6 +25,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
 from .checkpoint import load_checkpoint, save_checkpoint, weights_sha256
+from .io import remove_stale_temporaries
 from .data import DatasetSpec, LabelSpace, PKSampler, ReidDataset, load_specs
 from .model import IGNORE_INDEX, RNNHA, RNNHAConfig
 from .transforms import train_transform
@@ -251,6 +252,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     out = Path(cfg.output)
     if main_process:
         out.mkdir(parents=True, exist_ok=True)
+        stale = remove_stale_temporaries(out)
+        if stale:
+            print(f"removed {len(stale)} temporary file(s) of an interrupted checkpoint write in {out}")
     _seed_everything(cfg.seed)
 
     levels = cfg.model.get("level_names", ["model", "vehicle"])

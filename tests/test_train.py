@@ -81,8 +81,16 @@ def test_resume_after_a_kill_mid_epoch_is_exact(tmp_path, khoa_root):
     steps_per_epoch = 3  # 24 images / batch 8
     run(config2, env={"RNNHA_CRASH_AFTER_STEPS": str(steps_per_epoch + 2)}, expect=17)  # dies in epoch 2
     assert len(history(killed)) == 1  # epoch 1 was checkpointed, epoch 2 was not
+    # what a kill during a checkpoint write leaves (rnnha.io.atomic_path's temporary), and two look-alikes
+    import tempfile
+
+    orphan = tempfile.mkstemp(prefix=".last.safetensors.", suffix=".tmp", dir=killed)[1]
+    (killed / "notes.tmp").write_text("mine")
+    (killed / ".keep").write_text("mine")
     proc = run(config2, "--resume")
     assert "resumed from" in proc.stdout and "at epoch 1" in proc.stdout
+    assert "removed 1 temporary file(s)" in proc.stdout and not os.path.exists(orphan)
+    assert (killed / "notes.tmp").is_file() and (killed / ".keep").is_file()
     a, b = load_file(str(straight / "last.safetensors")), load_file(str(killed / "last.safetensors"))
     model_keys = [k for k in a if k.startswith("model/")]
     assert model_keys and set(a) == set(b)
