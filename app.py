@@ -14,6 +14,7 @@ would limit it (README, "Limits and safety"). Operator settings, all optional:
     RNNHA_UPLOADS_MB       uploaded galleries kept on disk, oldest removed first (default 2048)
     RNNHA_QUEUE_SIZE       requests waiting at most; more are told to try again (default 64)
     RNNHA_CONCURRENCY      requests computed at once (default 2)
+    RNNHA_SESSION_TTL      seconds an uploaded gallery is kept after it was built (default 3600)
 """
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ CACHE_MB = int(os.environ.get("RNNHA_CACHE_MB", 512))
 UPLOADS_MB = int(os.environ.get("RNNHA_UPLOADS_MB", 2048))
 QUEUE_SIZE = int(os.environ.get("RNNHA_QUEUE_SIZE", 64))
 CONCURRENCY = int(os.environ.get("RNNHA_CONCURRENCY", 2))
-SESSION_TTL = 3600  # seconds an uploaded gallery outlives its last use
+SESSION_TTL = int(os.environ.get("RNNHA_SESSION_TTL", 3600))  # seconds a session's gallery is kept
 PAGE = 12
 MATCH_COLUMNS = ["rank", "similarity", "vehicle", "camera", "correct", "file"]
 NOT_AN_UPLOAD = "This image is not an upload of this app, or it has expired: upload the image again."

@@ -119,7 +119,10 @@ def load_image(source, min_side: int = MIN_SIDE, max_side: int | None = None) ->
     JPEGs are then decoded at reduced size, so a 7000 x 7000 photo never exists at full resolution."""
     image = _open(source, max_side)
     try:
-        image = ImageOps.exif_transpose(image)
+        if image is source:
+            image = ImageOps.exif_transpose(image)  # a copy: the caller's image stays as it is
+        else:  # ours: no copy of the pixels unless the orientation needs one
+            ImageOps.exif_transpose(image, in_place=True)
     except Exception:  # noqa: BLE001 - a broken EXIF block is no reason to refuse the pixels
         pass
     if min(image.size) < min_side:
