@@ -193,3 +193,35 @@ def test_attention_browser_and_gallery_reset_endpoints(client):
     assert page == 0 and len(raw_tiles) == 12
     _, page, _ = client.predict("default", 0, False, api_name="/browse_previous")
     assert page == 0  # clamped at the first page
+
+
+def test_an_operator_may_allow_hub_models(monkeypatch, tmp_path):
+    """RNNHA_ALLOW_MODELS (off by default) lets clients name more models, e.g. any hf-hub:ORG/* repo;
+    loaded through the real huggingface_hub client from the tests' Hub server."""
+    import gradio as gr
+    import torch
+
+    import app
+    from hubserver import HubServer, hub_env
+    from rnnha import RNNHA, RNNHAConfig
+    from rnnha.export import save_pretrained
+
+    torch.manual_seed(0)
+    model = RNNHA(RNNHAConfig(num_classes=[3, 4], hidden_size=32, input_size=64)).eval()
+    folder = save_pretrained(model, tmp_path / "small")
+    a, b = ({"path": str(GALLERY / name)} for name in ("car_0139_cam1.jpg", "car_0139_cam2.jpg"))
+    with HubServer() as server:
+        sha = server.add_repo("org/small", {n: (folder / n).read_bytes() for n in ("config.json", "model.safetensors")})
+        with hub_env(server, tmp_path / "hub"):
+            name = f"hf-hub:org/small@{sha}"
+            with pytest.raises(gr.Error, match="Unknown model"):
+                app.compare(a, b, name, False)
+            assert server.requests == []  # off by default: the Hub is never asked
+            monkeypatch.setattr(app, "ALLOW_MODELS", ["hf-hub:org/*"])
+            similarity, verdict, *_ = app.compare(a, b, name, False)
+            assert -1 <= similarity <= 1 and verdict == "no calibrated threshold for this model"
+            with pytest.raises(gr.Error, match="Unknown model"):
+                app.compare(a, b, "hf-hub:other/small", False)
+            with pytest.raises(gr.Error, match="could not be loaded; try another one") as missing:
+                app.compare(a, b, "hf-hub:org/missing", False)
+            assert str(tmp_path) not in str(missing.value) and "127.0.0.1" not in str(missing.value)

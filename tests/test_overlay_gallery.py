@@ -63,3 +63,70 @@ def test_gallery_search_and_cache(tmp_path, khoa_root):
     other = Predictor(RNNHA(RNNHAConfig(pretrained_backbone=True, hidden_size=32, input_size=64)), device="cpu")
     Gallery.build(other, items, tmp_path / "cache")  # another model: another cache file
     assert len(list((tmp_path / "cache").glob("gallery-*.safetensors"))) == 2
+
+
+@pytest.fixture(scope="module")
+def tiny_gallery(tmp_path_factory, khoa_root):
+    folder = tmp_path_factory.mktemp("tiny")
+    for p in sorted((khoa_root / "images").rglob("car_013*_cam*.jpg"))[:4]:
+        (folder / p.name).write_bytes(p.read_bytes())
+    torch.manual_seed(0)
+    predictor = Predictor(RNNHA(RNNHAConfig(pretrained_backbone=True, hidden_size=32, input_size=64)),
+                          device="cpu", dtype=torch.float32)
+    return predictor, items_from_folder(folder)
+
+
+@pytest.mark.parametrize("attack", ["numbers", "metadata", "truncated", "garbage", "rows", "empty"])
+def test_a_cache_that_does_not_verify_is_rebuilt(tmp_path, tiny_gallery, attack, caplog):
+    from safetensors.torch import load_file, safe_open, save_file
+
+    predictor, items = tiny_gallery
+    built = Gallery.build(predictor, items, tmp_path)
+    (cache,) = tmp_path.glob("gallery-*.safetensors")
+    with safe_open(str(cache), "pt") as f:
+        metadata = f.metadata()
+    assert {"format", "model", "items", "count", "sha256"} <= set(metadata)
+    tensors = load_file(str(cache))
+    if attack == "numbers":  # a valid file with the right metadata: only the checksum tells
+        tensors["embeddings"][0] = -tensors["embeddings"][0]
+        save_file(tensors, str(cache), metadata=metadata)
+    elif attack == "metadata":  # another model's cache under this name
+        save_file(tensors, str(cache), metadata={**metadata, "model": "0" * 64})
+    elif attack == "truncated":
+        cache.write_bytes(cache.read_bytes()[:-100])
+    elif attack == "garbage":
+        cache.write_bytes(b"\x00" * 64)
+    elif attack == "rows":  # consistent checksum, wrong number of rows
+        from rnnha.gallery import _tensors_sha256
+
+        short = {k: v[:2].contiguous() for k, v in tensors.items()}
+        save_file(short, str(cache), metadata={**metadata, "sha256": _tensors_sha256(short)})
+    else:
+        cache.write_bytes(b"")
+    with caplog.at_level("WARNING", logger="rnnha.gallery"):
+        again = Gallery.build(predictor, items, tmp_path)
+    assert "rebuilding it" in caplog.text
+    assert torch.equal(again.embeddings, built.embeddings) and torch.equal(again.attention, built.attention)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="rnnha.gallery"):
+        Gallery.build(predictor, items, tmp_path)  # the rebuilt file verifies
+    assert caplog.text == ""
+
+
+def test_the_cache_folder_is_bounded_least_recently_used_first(tmp_path, tiny_gallery):
+    import os
+
+    from rnnha.gallery import evict_least_recently_used
+
+    predictor, items = tiny_gallery
+    Gallery.build(predictor, items[:2], tmp_path)
+    Gallery.build(predictor, items[2:], tmp_path)
+    first, second = sorted(tmp_path.glob("gallery-*.safetensors"), key=lambda p: p.stat().st_mtime)
+    os.utime(first, (1, 1)), os.utime(second, (2, 2))
+    Gallery.build(predictor, items[:2], tmp_path)  # a cache hit makes `first` the most recently used
+    size = first.stat().st_size
+    Gallery.build(predictor, items, tmp_path, cache_bytes=2 * size + size // 2)  # room for two
+    assert first.exists() and not second.exists() and len(list(tmp_path.glob("gallery-*"))) == 2
+    (tmp_path / "other.bin").write_bytes(bytes(10 * size))  # not ours: never counted, never removed
+    assert evict_least_recently_used(tmp_path, 0, keep=first) != [] and first.exists()
+    assert (tmp_path / "other.bin").exists()
