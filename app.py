@@ -200,7 +200,11 @@ def identify(image, model: str, mine: UserGallery | None, raw: bool = False):
     matches and where the model looked (attention overlay)."""
     path, name = _upload(image)
     svc = service(_model(model), mine)
-    result = svc.identify(path, name, raw=_flag(raw))
+    return identify_outputs(svc.identify(path, name, raw=_flag(raw)))
+
+
+def identify_outputs(result) -> tuple:
+    """An Identification -> the Identify tab's components: label, match rows, match images, overlay, note."""
     rows = [[m.rank, round(m.similarity, 4), m.item.vehicle or "", m.item.camera or "",
              "" if m.correct is None else ("yes" if m.correct else "no"), m.item.path.name] for m in result.matches]
     captions = [(str(m.item.path), f"#{m.rank} {m.similarity:.3f} {m.item.vehicle or m.item.path.stem}"
@@ -217,7 +221,11 @@ def compare(first, second, model: str, raw: bool = False):
     calibrated threshold, and both attention overlays."""
     a, b = _upload(first)[0], _upload(second)[0]
     svc = service(_model(model))
-    result = svc.compare(a, b, raw=_flag(raw))
+    return compare_outputs(svc, svc.compare(a, b, raw=_flag(raw)))
+
+
+def compare_outputs(svc: ReidService, result) -> tuple:
+    """A Comparison -> the Compare tab's components: similarity, verdict, both overlays, threshold note."""
     if result.same is None:
         verdict = "no calibrated threshold for this model"
     else:

@@ -70,28 +70,43 @@ class ReidService:
 
     def identify(self, source, name: str | None = None, topk: int = 5, raw: bool = False) -> Identification:
         """source: a path, bytes or image; name: the original file name (tells a known identity)."""
-        image = load_image(source, max_side=DISPLAY_SIDE)
-        prediction = self.predictor.predict([image], topk=topk)[0]
+        return self.identify_many([source], [name], topk, raw)[0]
+
+    def identify_many(self, sources, names=None, topk: int = 5, raw: bool = False) -> list[Identification]:
+        """identify() for several images, with one model forward for all of them."""
+        names = names or [None] * len(sources)
+        images = [load_image(source, max_side=DISPLAY_SIDE) for source in sources]
         level = self.predictor.level_names[self.coarse_level]
-        digest = _digest(source)  # a gallery image given as the query is not its own match
-        parsed = parse_name(Path(name).name) if name else None
-        query_vehicle = parsed["vehicle"] if parsed else None
-        matches = []
-        for rank, (index, similarity) in enumerate(self.gallery.search(prediction.embedding, topk, digest), 1):
-            item = self.gallery.items[index]
-            correct = None if query_vehicle is None or item.vehicle is None else item.vehicle == query_vehicle
-            matches.append(Match(rank, similarity, item, correct))
-        return Identification(dict(prediction.levels[level]), level, matches,
-                              attention_overlay(image, prediction.attention, self.alpha, self.cmap, raw), query_vehicle)
+        results = []
+        for source, name, image, prediction in zip(sources, names, images, self.predictor.predict(images, topk=topk)):
+            digest = _digest(source)  # a gallery image given as the query is not its own match
+            parsed = parse_name(Path(name).name) if name else None
+            query_vehicle = parsed["vehicle"] if parsed else None
+            matches = []
+            for rank, (index, similarity) in enumerate(self.gallery.search(prediction.embedding, topk, digest), 1):
+                item = self.gallery.items[index]
+                correct = None if query_vehicle is None or item.vehicle is None else item.vehicle == query_vehicle
+                matches.append(Match(rank, similarity, item, correct))
+            overlay = attention_overlay(image, prediction.attention, self.alpha, self.cmap, raw)
+            results.append(Identification(dict(prediction.levels[level]), level, matches, overlay, query_vehicle))
+        return results
 
     def compare(self, first, second, raw: bool = False) -> Comparison:
-        images = [load_image(first, max_side=DISPLAY_SIDE), load_image(second, max_side=DISPLAY_SIDE)]
-        a, b = self.predictor.predict(images, topk=1)
-        similarity = float(a.embedding @ b.embedding)
-        threshold = self.threshold
-        same = None if threshold is None else similarity >= threshold
-        overlays = tuple(attention_overlay(im, p.attention, self.alpha, self.cmap, raw) for im, p in zip(images, (a, b)))
-        return Comparison(similarity, same, threshold, overlays)
+        return self.compare_many([(first, second)], raw)[0]
+
+    def compare_many(self, pairs, raw: bool = False) -> list[Comparison]:
+        """compare() for several pairs, with one model forward for all of their images."""
+        images = [load_image(source, max_side=DISPLAY_SIDE) for pair in pairs for source in pair]
+        predictions = self.predictor.predict(images, topk=1)
+        threshold, results = self.threshold, []
+        for i in range(0, len(images), 2):
+            a, b = predictions[i], predictions[i + 1]
+            similarity = float(a.embedding @ b.embedding)
+            same = None if threshold is None else similarity >= threshold
+            overlays = tuple(attention_overlay(im, p.attention, self.alpha, self.cmap, raw)
+                             for im, p in zip(images[i:i + 2], (a, b)))
+            results.append(Comparison(similarity, same, threshold, overlays))
+        return results
 
     def gallery_overlay(self, index: int, raw: bool = False, max_side: int = TILE_SIDE) -> Image.Image:
         item = self.gallery.items[index]

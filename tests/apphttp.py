@@ -26,7 +26,7 @@ def free_port() -> int:
 class Served:
     """app.py running on 127.0.0.1 with its caches under `workdir`; `env` adds or overrides variables."""
 
-    def __init__(self, workdir: Path, env: dict | None = None, start_timeout: float = 180):
+    def __init__(self, workdir: Path, env: dict | None = None, start_timeout: float = 180, script: str = "app.py"):
         self.workdir = Path(workdir)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -36,13 +36,14 @@ class Served:
                     "MPLCONFIGDIR": str(self.workdir / "mpl"), "GRADIO_ANALYTICS_ENABLED": "False",
                     "PYTHONUNBUFFERED": "1", **(env or {})}
         self.start_timeout = start_timeout
+        self.script = script
         self.proc: subprocess.Popen | None = None
         self.http = httpx.Client(base_url=self.url, timeout=300)
 
     def start(self) -> "Served":
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "a")
-        self.proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=self.env, stdout=self._log,
+        self.proc = subprocess.Popen([sys.executable, self.script], cwd=REPO, env=self.env, stdout=self._log,
                                      stderr=subprocess.STDOUT)
         deadline = time.time() + self.start_timeout
         while True:

@@ -1,0 +1,25 @@
+"""The issue's load: 32 concurrent clients x 10 mixed /compare and /identify requests over raw HTTP
+against `python app.py` (loopback, bounded). No request fails and every answer is identical to the same
+request made alone. The figures (throughput, p50 / p95) are printed; `python tests/loadtest.py` gives
+them on their own."""
+from __future__ import annotations
+
+import pytest
+
+from apphttp import REPO, Served
+from loadtest import requests_mix, run_load
+
+pytestmark = pytest.mark.slow
+
+
+def test_32_clients_x_10_requests_answer_as_one_at_a_time(tmp_path, capsys):
+    if not (REPO / "assets" / "default" / "config.json").is_file():
+        pytest.skip("assets/default (the embedded default model) is missing")
+    with Served(tmp_path) as app:
+        app.call(*requests_mix(app, 2)[0])  # warm
+        result = run_load(app, clients=32, requests=10)
+        assert app.alive()
+    with capsys.disabled():
+        print(f"\nload: {result['throughput_rps']} requests/s, p50 {result['p50_s']} s, p95 {result['p95_s']} s")
+    assert result["requests"] == 320 and result["failed"] == 0, result["first_failures"]
+    assert result["different_from_alone"] == 0
