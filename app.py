@@ -377,6 +377,10 @@ def launch(demo: gr.Blocks | None = None, **kwargs):
     demo = demo or build_demo()
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY)
     kwargs.setdefault("max_file_size", f"{MAX_UPLOAD_MB}mb")
+    if not any(is_in_or_equal(CACHE.resolve(), Path(base).resolve()) for base in (tempfile.gettempdir(), os.getcwd())):
+        # Gradio shows result files from the temp folder and the working directory only; a user's gallery
+        # matches come from RNNHA_CACHE/uploads when the operator put the cache elsewhere (e.g. /data)
+        kwargs.setdefault("allowed_paths", [str(CACHE / "uploads")])
     return demo.launch(**kwargs)
 
 

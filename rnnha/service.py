@@ -116,7 +116,10 @@ class ReidService:
 
 def _digest(source) -> str | None:
     if isinstance(source, (str, Path)) and Path(source).is_file():
-        return file_digest(Path(source).read_bytes())
+        import hashlib
+
+        with open(source, "rb") as f:  # streamed: no second copy of a large upload in memory
+            return hashlib.file_digest(f, "sha1").hexdigest()
     if isinstance(source, (bytes, bytearray)):
         return file_digest(bytes(source))
     return None

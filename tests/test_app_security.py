@@ -41,7 +41,9 @@ def served(tmp_path_factory, hub):
     workdir = tmp_path_factory.mktemp("served")
     env = {"HF_ENDPOINT": hub.url, "HF_HUB_DISABLE_XET": "1", "HF_HOME": str(workdir / "hf"),
            "RNNHA_QUEUE_SIZE": "8", "RNNHA_MAX_UPLOAD_MB": "20", "RNNHA_SESSION_TTL": str(SESSION_TTL),
-           "PYTHONPATH": str(REPO / "tests" / "stubs"), "SPACES_STUB_LOG": str(workdir / "spaces.log")}
+           "PYTHONPATH": str(REPO / "tests" / "stubs"), "SPACES_STUB_LOG": str(workdir / "spaces.log"),
+           "TMPDIR": str(workdir / "tmp")}  # RNNHA_CACHE outside the temp folder, as on a Space's /data
+    (workdir / "tmp").mkdir()
     with Served(workdir, env) as app:
         yield app
 
@@ -189,6 +191,11 @@ def test_a_zip_bomb_is_refused_unread(served, expected, tmp_path, capsys):
     session = "mixed-zip"
     event, out = served.call("build_gallery", [mixed], "default", session=session)
     assert event == "complete" and out[1].startswith("Gallery of 1 images ready. Skipped: bomb.jpg"), out
+    event, out = served.call("identify", served.upload(GALLERY / "car_0139_cam1.jpg"), "default", False,
+                             session=session)
+    assert event == "complete" and [row[5] for row in out[1]["data"]] == ["car_0139_cam2.jpg"]
+    shown = served.http.get(out[2][0]["image"]["url"])  # the match, served from the session's gallery
+    assert shown.status_code == 200 and shown.content == (GALLERY / "car_0139_cam2.jpg").read_bytes()
     assert served.call("reset_gallery", session=session) == ("complete", [None, "Using the shipped gallery."])
     assert upload_files(served) == []
     still_serving(served, expected)
