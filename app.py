@@ -25,7 +25,6 @@ import math
 import os
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
