@@ -75,6 +75,22 @@ def test_attention_browser_tab(page, shots):
     screenshot(page, shots / "attention-browser.png")
 
 
+def test_a_browser_tile_and_an_example_are_accepted_as_uploads(page):
+    """Images the app itself offers (a clicked attention-browser tile, an example) pass the upload check
+    that refuses every other server path."""
+    open_tab(page, "Attention browser")
+    page.get_by_role("tabpanel").locator("img").first.click()  # jumps to Identify with that image
+    page.get_by_role("button", name="Identify", exact=True).click()
+    page.wait_for_selector("text=Query identity:", timeout=120_000)
+    assert page.locator("text=not an upload of this app").count() == 0
+    open_tab(page, "Identify")
+    page.get_by_role("tabpanel").locator(".gallery-item").first.click()  # the first example: car_0016_cam1.jpg
+    page.wait_for_timeout(500)
+    page.get_by_role("button", name="Identify", exact=True).click()
+    page.wait_for_function("() => document.body.innerText.includes('Query identity: car_0016')", timeout=120_000)
+    assert page.locator("text=not an upload of this app").count() == 0
+
+
 def test_your_gallery_tab(page, shots):
     open_tab(page, "Your gallery")
     tab = page.get_by_role("tabpanel")
