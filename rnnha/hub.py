@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .export import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
 
-__all__ = ["HubError", "download_folder", "push_folder"]
+__all__ = ["HubError", "download_folder", "push_folder", "push_space"]
 
 
 class HubError(OSError):
@@ -74,3 +74,76 @@ def push_folder(folder: str | Path, repo_id: str, private: bool = False, token: 
         raise HubError(f"pushing {folder} to {repo_id} on {_endpoint()} failed: {exc}; "
                        "check your token (`hf auth login` or HF_TOKEN) and network") from exc
     return info.commit_url
+
+
+def _tracked_files(root: Path) -> list[str] | None:
+    """The files git tracks under root (what a `git push` sends), or None if root is no git checkout."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return [name for name in out.decode().split("\0") if name and (root / name).is_file()]
+
+
+SPACE_IGNORE = [".git/*", "runs/*", "*/__pycache__/*", "__pycache__/*", "*.pyc", "*.egg-info/*", ".pytest_cache/*",
+                ".venv/*", "build/*", "dist/*", ".cache/*", ".whl/*", ".gl/*"]
+
+
+def push_space(repo_id: str, root: str | Path | None = None, token: str | None = None, private: bool = False,
+               revision: str | None = None, commit_message: str = "Deploy the RNN-HA app") -> str:
+    """Create the Gradio Space if needed and upload the project to it through the Hub's API, which
+    stores large files (the 23 MB default weights) itself, where a plain `git push` is refused. Uploads
+    the files git tracks under root (the repository by default), else root less SPACE_IGNORE.
+    Returns the commit URL."""
+    import re
+
+    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    root = Path(root) if root is not None else Path(__file__).resolve().parents[1]
+    readme = root / "README.md"
+    front = readme.read_text(encoding="utf-8") if readme.is_file() else ""
+    if not (root / "app.py").is_file():
+        raise HubError(f"{root} has no app.py: point --root at the project's checkout")
+    if not re.match(r"---\n.*?^sdk:\s*gradio\s*$.*?\n---\n", front, flags=re.S | re.M):
+        raise HubError(f"{readme.name} in {root} has no Space front matter (a '---' block with 'sdk: gradio')")
+    api = HfApi(token=token)
+    files = _tracked_files(root)
+    try:
+        api.create_repo(repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
+        if files is None:
+            info = api.upload_folder(folder_path=str(root), repo_id=repo_id, repo_type="space", revision=revision,
+                                     ignore_patterns=SPACE_IGNORE, commit_message=commit_message)
+        else:
+            operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(root / name)) for name in files]
+            info = api.create_commit(repo_id, operations, repo_type="space", revision=revision,
+                                     commit_message=commit_message)
+    except (HfHubHTTPError, OSError) as exc:
+        raise HubError(f"deploying {root} to the Space {repo_id} on {_endpoint()} failed: {exc}; "
+                       "check your token (`hf auth login` or HF_TOKEN) and network") from exc
+    return info.commit_url
+
+
+def main(argv=None) -> int:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m rnnha.hub", description="Move RNN-HA folders to the Hub.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    space = commands.add_parser("push-space", help="deploy the app to a Hugging Face Space (created if needed)")
+    space.add_argument("repo_id", help="ORG/NAME of the Space")
+    space.add_argument("--root", help="the project's checkout (default: this one)")
+    space.add_argument("--private", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        print(push_space(args.repo_id, args.root, private=args.private))
+    except HubError as exc:
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)  # one line, whatever the server said
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
