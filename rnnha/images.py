@@ -70,6 +70,8 @@ def _open(source, max_side: int | None = None) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            if isinstance(source, (str, Path)):  # read, not opened by path: PIL memory-maps an uncompressed
+                source = io.BytesIO(Path(source).read_bytes())  # TIFF then, and loses its orientation 5-8
             image = Image.open(source)
             if image.width * image.height > MAX_PIXELS:  # from the header: nothing decoded yet
                 raise _too_large(label, f"{image.width}x{image.height} pixels")
@@ -135,6 +137,8 @@ def load_image(source, min_side: int = MIN_SIDE, max_side: int | None = None) ->
                 image = _to_rgb(image)
             image = image.copy() if image is source else image
             image.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
+            if min(image.size) < min_side:  # a long strip: kept min_side thick, else it could not be read again
+                image = image.resize(tuple(max(side, min_side) for side in image.size), Image.Resampling.BICUBIC)
         return _to_rgb(image)
     except MemoryError:
         raise _too_large("the image", f"{image.width}x{image.height} pixels") from None

@@ -13,9 +13,11 @@ Limits (module constants, stated in the README's "Limits and safety"):
 from __future__ import annotations
 
 import io
+import lzma
 import shutil
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -30,6 +32,7 @@ MAX_UPLOAD_BYTES = 1 * 2**30  # uncompressed, all files of one upload together
 MAX_ZIP_ENTRIES = 10_000
 MAX_COMPRESSION_RATIO = 100  # images barely compress; a member that shrinks 100:1 is a bomb
 STORE_SIDE = 1024
+MAX_NAME_BYTES = 200  # UTF-8 bytes of a stored file's name (file systems hold 255; zip members' are unbounded)
 
 
 class ZipRefused(ImageError):
@@ -100,7 +103,8 @@ def zip_images(path: str | Path, budget: _Budget | None = None,
                 try:
                     with archive.open(info) as member:
                         data = member.read(info.file_size + 1)  # bounded even if the header lies
-                except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as exc:
+                except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError, zlib.error,
+                        lzma.LZMAError) as exc:  # a damaged member: deflate and lzma have errors of their own
                     skipped.append(f"{Path(name).name}: cannot be unpacked ({type(exc).__name__})")
                     continue
                 if len(data) != info.file_size:
@@ -111,6 +115,14 @@ def zip_images(path: str | Path, budget: _Budget | None = None,
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, struct.error, ValueError):
         raise ZipRefused(f"{path.name} is not a readable zip file") from None
+
+
+def _file_name(name: str) -> str:
+    """`name`, or when longer than MAX_NAME_BYTES its start cut to fit, the suffix kept."""
+    if len(name.encode()) <= MAX_NAME_BYTES:
+        return name
+    suffix = Path(name).suffix[:8]
+    return name.encode()[:MAX_NAME_BYTES - len(suffix.encode())].decode(errors="ignore") + suffix
 
 
 def _store(data: bytes, image, target: Path) -> Path:
@@ -146,7 +158,7 @@ def items_from_uploads(paths: Sequence[str | Path], workdir: str | Path):
         digest = file_digest(data)
         folder = workdir / digest[:12]
         folder.mkdir(exist_ok=True)
-        target = _store(data, image, folder / base)  # the user's own file name, shown in the app
+        target = _store(data, image, folder / _file_name(base))  # the user's own file name, shown in the app
         parsed = parse_name(base) or {}
         items.append(GalleryItem(target, parsed.get("vehicle"), parsed.get("camera"), digest))
 
