@@ -3,7 +3,8 @@ is read into memory, and nothing left on disk when an upload is refused.
 
 Limits (module constants, stated in the README's "Limits and safety"):
 - MAX_UPLOAD_IMAGES images per gallery;
-- a zip's entry count is read from its end record before the archive is parsed (MAX_ZIP_ENTRIES);
+- a zip's entry count and directory size are read from its end record before the archive is parsed
+  (MAX_ZIP_ENTRIES, and at most 1 KiB of directory per entry);
 - each member's declared size (at most images.MAX_FILE_BYTES) and compression ratio (at most
   MAX_COMPRESSION_RATIO) are checked before it is read, and it is read through a bounded stream, so a
   member that lies about its size cannot exceed the limit either;
@@ -50,9 +51,9 @@ class _Budget:
         self.left -= size
 
 
-def _zip_entry_count(path: Path) -> int:
-    """Entries in a zip by its end-of-central-directory record (zip64 too), before zipfile parses a
-    central directory that could hold millions of entries."""
+def _zip_directory(path: Path) -> tuple[int, int]:
+    """(entries, central directory bytes) of a zip by its end record (zip64 too), read before zipfile
+    parses a central directory that could hold millions of entries (it goes by the bytes, not the count)."""
     with open(path, "rb") as f:
         f.seek(0, io.SEEK_END)
         size = f.tell()
@@ -61,19 +62,17 @@ def _zip_entry_count(path: Path) -> int:
     at = tail.rfind(b"PK\x05\x06")
     if at < 0 or len(tail) < at + 22:
         raise zipfile.BadZipFile("no end of central directory")
-    entries = struct.unpack("<H", tail[at + 10:at + 12])[0]
-    locator = tail.rfind(b"PK\x06\x07", 0, at)
-    if entries == 0xFFFF or locator >= 0:  # zip64: the real count is in the zip64 end record
-        if locator < 0:
-            raise zipfile.BadZipFile("zip64 locator missing")
+    entries, size = struct.unpack("<HI", tail[at + 10:at + 16])
+    locator = at - 20  # a zip64 locator stands right before the end record, never elsewhere
+    if locator >= 0 and tail[locator:locator + 4] == b"PK\x06\x07":  # zip64: the count is in its end record
         offset = struct.unpack("<Q", tail[locator + 8:locator + 16])[0]
         with open(path, "rb") as f:
             f.seek(offset)
             record = f.read(56)
         if record[:4] != b"PK\x06\x06" or len(record) < 56:
             raise zipfile.BadZipFile("zip64 end record missing")
-        entries = struct.unpack("<Q", record[32:40])[0]
-    return entries
+        entries, size = struct.unpack("<QQ", record[32:48])
+    return entries, size
 
 
 def zip_images(path: str | Path, budget: _Budget | None = None,
@@ -83,9 +82,10 @@ def zip_images(path: str | Path, budget: _Budget | None = None,
     path, budget = Path(path), budget or _Budget()
     skipped = skipped if skipped is not None else []
     try:
-        count = _zip_entry_count(path)
-        if count > MAX_ZIP_ENTRIES:
-            raise ZipRefused(f"{path.name} has {count:,} entries; a zip of at most {MAX_ZIP_ENTRIES:,} is accepted")
+        count, size = _zip_directory(path)
+        if count > MAX_ZIP_ENTRIES or size > MAX_ZIP_ENTRIES * 1024:
+            raise ZipRefused(f"{path.name} has {count:,} entries ({size / 2**20:.1f} MiB of directory); a zip of at "
+                             f"most {MAX_ZIP_ENTRIES:,} entries is accepted")
         with zipfile.ZipFile(path) as archive:
             for info in archive.infolist():
                 name = info.filename
