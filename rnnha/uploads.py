@@ -89,7 +89,7 @@ def zip_images(path: str | Path, budget: _Budget | None = None,
         with zipfile.ZipFile(path) as archive:
             for info in archive.infolist():
                 name = info.filename
-                if info.is_dir() or Path(name).suffix.lower() not in IMAGE_SUFFIXES:
+                if Path(name).suffix.lower() not in IMAGE_SUFFIXES or info.is_dir():  # is_dir() fails on ""
                     continue
                 if info.file_size > MAX_FILE_BYTES:
                     skipped.append(f"{Path(name).name}: {info.file_size / 2**20:.0f} MiB unpacked, over the "

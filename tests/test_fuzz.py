@@ -422,6 +422,7 @@ def test_zip_of_random_bytes(data):
 @example(None, ([("car.png", _png(NOISE), zipfile.ZIP_DEFLATED)], "garbled 0"), None)  # was zlib.error
 @example(None, ([("car.png", _png(NOISE), zipfile.ZIP_LZMA)], "garbled 1"), None)  # was _lzma.LZMAError
 @example(None, ([("car.png", _png(NOISE), zipfile.ZIP_BZIP2)], "garbled 1"), None)
+@example(None, ([("", SMALL, zipfile.ZIP_STORED)], "clean"), None)  # was IndexError in ZipInfo.is_dir
 def test_zip_images_yields_what_was_written(data, archive, limit):
     entries, damage = archive
     with tempfile.TemporaryDirectory() as folder:
@@ -471,6 +472,7 @@ def loose_files(draw):
 @example(None, ([("y" * 300 + ".png", SMALL, zipfile.ZIP_STORED)], "clean"), [])  # was OSError: name too long
 @example(None, ([("strip.png", _png(STRIP), zipfile.ZIP_STORED)], "clean"), [])  # was stored unreadable
 @example(None, ([("car.png", _png(NOISE), zipfile.ZIP_DEFLATED)], "garbled 0"), [])  # was zlib.error
+@example(None, ([("", SMALL, zipfile.ZIP_STORED), ("car.png", SMALL, zipfile.ZIP_STORED)], "clean"), [])
 def test_items_from_uploads_writes_only_its_workdir(data, archive, loose):
     entries, damage = archive
     with tempfile.TemporaryDirectory() as folder:
