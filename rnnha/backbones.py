@@ -19,7 +19,7 @@ from torch import nn
 
 __all__ = [
     "Backbone", "BackboneError", "BackboneSpec", "register_backbone", "create_backbone",
-    "list_backbones", "get_backbone_spec", "load_vgg_cnn_m_1024_weights",
+    "list_backbones", "get_backbone_spec", "load_vgg_cnn_m_1024_weights", "load_backbone_weights",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -173,9 +173,10 @@ class VGGCNNM1024(nn.Module):
 def _vgg_cnn_m_1024(pretrained: bool) -> Backbone:
     if pretrained:
         raise BackboneError(
-            "no ImageNet weights for vgg_cnn_m_1024 ship with the project; convert Caffe's "
-            "VGG_CNN_M_1024.caffemodel to a file of conv1..conv5 tensors and load it with "
-            "rnnha.backbones.load_vgg_cnn_m_1024_weights (see README, 'Backbones')"
+            "no ImageNet weights for vgg_cnn_m_1024 ship with the project; convert the Caffe Model Zoo's "
+            "VGG_CNN_M_1024.caffemodel (python -m rnnha.caffe VGG_CNN_M_1024.caffemodel "
+            "weights/vgg_cnn_m_1024.safetensors) and name the file in the recipe's backbone_weights, "
+            "with model.pretrained_backbone=false"
         )
     net = VGGCNNM1024()
     return Backbone(net, 512, [net.conv1, net.conv2, net.conv3, net.conv4, net.conv5])
@@ -206,6 +207,20 @@ def load_vgg_cnn_m_1024_weights(backbone: Backbone, path: str | Path, bgr: bool 
         backbone.body.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise BackboneError(f"{path} does not fit vgg_cnn_m_1024: {exc}") from exc
+
+
+def load_backbone_weights(name: str, backbone: Backbone, path: str | Path) -> None:
+    """Load a file of backbone weights (a recipe's `backbone_weights`): converted Caffe weights for
+    vgg_cnn_m_1024, otherwise a safetensors state dict of the backbone's network, strictly."""
+    if name == "vgg_cnn_m_1024":
+        load_vgg_cnn_m_1024_weights(backbone, path)
+        return
+    from safetensors.torch import load_file
+
+    try:
+        backbone.body.load_state_dict(load_file(str(path)), strict=True)
+    except (RuntimeError, OSError) as exc:
+        raise BackboneError(f"{path} does not fit {name}: {str(exc).splitlines()[0]}") from exc
 
 
 # --- EfficientNet-Lite (Tan & Le 2019), timm's tf_efficientnet_lite*, offline weights ---------------

@@ -1,219 +1,53 @@
 """Evaluate: `python -m rnnha.evaluate --model NAME_OR_DIR --dataset KIND --root DIR [--json]`.
 
-Protocols (figures in percent):
+Every dataset kind brings its protocol (rnnha/data/, figures in percent):
 - veri: query vs test, gallery items of the query's vehicle seen by the same camera are junk; mAP,
   CMC rank-1/5/10, mINP (torchreid / fast-reid), and VeRi's official MATLAB-style AP.
-- two-camera: cam1 queries vs the cam2 gallery and the reverse, and their mean.
 - vehicleid: test 800 / 1600 / 2400, one random gallery image per vehicle, 10 repeats: mean and std.
+- two-camera: cam1 queries vs the cam2 gallery and the reverse, and their mean.
 - stanford-cars, csv (and any dataset with coarse labels): top-1 / top-5 accuracy of the coarse level.
+The text output ends with the figures as the paper's tables print them, beside the paper's own where
+the model's backbone is one the paper used.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
-import torch
-from torch.utils.data import DataLoader, Dataset
+import yaml
 
-from .data import DataError, Sample, load_dataset
-from .images import load_image
-from .metrics import reid_metrics, topk_accuracy, vehicleid_metrics, veri_matlab_metrics
+from .data import DataError, evaluate_dataset, get_dataset, list_datasets
+from .data.two_camera import evaluate_samples as evaluate_two_camera
+from .data.vehicleid import evaluate as evaluate_vehicleid
+from .data.veri import evaluate as evaluate_veri
 from .predictor import Predictor
+from .protocols import Features, coarse_accuracy as evaluate_coarse, extract, image_batches
 
-PROTOCOLS = {  # what each dataset kind's figures mean, for model cards and reports
-    "two-camera": "two-camera folder, val.txt by default: cam1 queries vs the cam2 gallery and the reverse, "
-                  "mean of both; cosine similarity; mAP (non-interpolated), CMC, mINP in percent",
-    "veri": "VeRi-776 query vs test, same-vehicle same-camera gallery images removed as junk (torchreid / "
-            "fast-reid protocol); veri_matlab_mAP is the official MATLAB-style AP",
-    "vehicleid": "VehicleID test 800/1600/2400, one random gallery image per vehicle, 10 repeats (seeds 0-9)",
-    "stanford-cars": "car-model top-1 / top-5 on the held-out 10 % of every Stanford Cars class (seed 0)",
-    "csv": "every labelled image a query against all the others, itself and same-camera views removed",
-}
-
-__all__ = ["PROTOCOLS", "Features", "extract", "image_batches", "evaluate_samples", "evaluate_two_camera", "evaluate_veri",
-           "evaluate_vehicleid", "evaluate_coarse", "main"]
+__all__ = ["protocol", "Features", "extract", "image_batches", "evaluate", "evaluate_two_camera",
+           "evaluate_veri", "evaluate_vehicleid", "evaluate_coarse", "paper_rows", "load_predictor", "main"]
 
 
-@dataclass
-class Features:
-    embeddings: torch.Tensor  # N x D, unit norm
-    logits: list[torch.Tensor]  # per level, N x n_t (float32)
+def protocol(kind: str) -> str:
+    """What `kind`'s figures mean, in one sentence (model cards and reports)."""
+    return get_dataset(kind).protocol
 
 
-class _Images(Dataset):
-    def __init__(self, samples: Sequence[Sample], transform):
-        self.samples, self.transform = list(samples), transform
-
-    def __len__(self):
-        return len(self.samples)
-
-    def __getitem__(self, i):
-        return self.transform(load_image(self.samples[i].path))
+def evaluate(predictor: Predictor, kind: str, root: str | Path, flip: bool = False, **options) -> dict:
+    """`kind`'s protocol (rnnha.data registry) on the dataset at `root`."""
+    return evaluate_dataset(predictor, kind, root, flip=flip, **options)
 
 
-def image_batches(predictor: Predictor, samples: Sequence[Sample], workers: int = 2, desc: str = "extract",
-                  progress: bool = True) -> Iterator[torch.Tensor]:
-    """The samples' images, preprocessed for the predictor, in its batch size and in order (decoded by
-    `workers` processes), with a progress bar on a terminal."""
-    from tqdm import tqdm
+def paper_rows(kind: str, result: dict, backbone: str | None = None,
+               input_size: int | None = None) -> list[dict]:
+    """The figures as the paper's tables print them, each with the paper's figure for this backbone
+    and input size where it has one (rnnha.paper)."""
+    from .paper import published
 
-    loader = DataLoader(_Images(samples, predictor.transform), batch_size=predictor.batch_size,
-                        num_workers=workers, shuffle=False)
-    yield from tqdm(loader, desc=desc, disable=None if progress else True, leave=False)
-
-
-def extract(predictor: Predictor, samples: Sequence[Sample], flip: bool = False,
-            workers: int = 2, desc: str = "extract") -> Features:
-    """Embeddings and logits of every sample, batched, with progress; flip=True averages each image's
-    embedding (then re-normalised) and logits with its mirror image's."""
-    embeddings, logits = [], []
-    for batch in image_batches(predictor, samples, workers, desc):
-        out = predictor.forward(batch)
-        embedding, level_logits = out.embedding.float(), [l.float() for l in out.logits]
-        if flip:
-            mirror = predictor.forward(batch.flip(3))
-            embedding = torch.nn.functional.normalize(embedding + mirror.embedding.float(), dim=1)
-            level_logits = [(l + m.float()) / 2 for l, m in zip(level_logits, mirror.logits)]
-        embeddings.append(embedding.cpu())
-        logits.append([l.cpu() for l in level_logits])
-    return Features(torch.cat(embeddings), [torch.cat(level) for level in zip(*logits)])
-
-
-def _ids(samples: Sequence[Sample]) -> list[str]:
-    return [s.labels["vehicle"] for s in samples]
-
-
-def _cameras(samples: Sequence[Sample]) -> list[str | None]:
-    return [s.camera for s in samples]
-
-
-def _reid(q: Features, g: Features, query: Sequence[Sample], gallery: Sequence[Sample],
-          cameras: bool = True) -> dict:
-    similarity = q.embeddings @ g.embeddings.T  # cosine: both sides are unit norm
-    if not cameras:
-        return reid_metrics(similarity, _ids(query), _ids(gallery))
-    return reid_metrics(similarity, _ids(query), _ids(gallery), _cameras(query), _cameras(gallery))
-
-
-def evaluate_two_camera(predictor: Predictor, samples: Sequence[Sample], flip: bool = False) -> dict:
-    """cam A -> cam B and B -> A (for the two cameras present), and the mean of both directions."""
-    cameras = sorted({s.camera for s in samples})
-    if len(cameras) != 2:
-        raise DataError(f"a two-camera evaluation needs exactly two cameras, found {cameras}")
-    features = extract(predictor, samples, flip)
-    index = {c: [i for i, s in enumerate(samples) if s.camera == c] for c in cameras}
-    result = {}
-    for a, b in ((cameras[0], cameras[1]), (cameras[1], cameras[0])):
-        similarity = features.embeddings[index[a]] @ features.embeddings[index[b]].T
-        result[f"cam{a}->cam{b}"] = reid_metrics(similarity, _ids([samples[i] for i in index[a]]),
-                                                 _ids([samples[i] for i in index[b]]))
-    directions = list(result)
-    for key in ("mAP", "rank1", "rank5", "rank10", "mINP"):
-        result[key] = sum(result[d][key] for d in directions) / 2
-    result.update(_coarse_if_labelled(predictor, samples, features))
-    return result
-
-
-def evaluate_veri(predictor: Predictor, root: str | Path, flip: bool = False) -> dict:
-    query, gallery = load_dataset("veri", root, split="query"), load_dataset("veri", root, split="test")
-    q, g = extract(predictor, query, flip, desc="query"), extract(predictor, gallery, flip, desc="gallery")
-    result = _reid(q, g, query, gallery)
-    official = veri_matlab_metrics(q.embeddings @ g.embeddings.T, _ids(query), _ids(gallery),
-                                   _cameras(query), _cameras(gallery))
-    result["veri_matlab_mAP"] = official["mAP"]
-    return result
-
-
-def evaluate_vehicleid(predictor: Predictor, root: str | Path, sizes: Sequence[int] = (800, 1600, 2400),
-                       repeats: int = 10, seed: int = 0, flip: bool = False,
-                       skip_missing: bool = False) -> dict:
-    result = {}
-    for size in sizes:
-        samples = load_dataset("vehicleid", root, split=f"test{size}", skip_missing=skip_missing)
-        features = extract(predictor, samples, flip, desc=f"test{size}")
-        result[f"test{size}"] = vehicleid_metrics(features.embeddings, _ids(samples), repeats=repeats, seed=seed)
-    return result
-
-
-def _level_index(predictor: Predictor, level: str | None) -> int:
-    names = predictor.level_names
-    if level is None:
-        return 0
-    if level not in names:
-        raise DataError(f"the model has no level {level!r}; its levels are {names}")
-    return names.index(level)
-
-
-def evaluate_coarse(predictor: Predictor, samples: Sequence[Sample], level: str | None = None,
-                    features: Features | None = None, flip: bool = False) -> dict:
-    """Top-1 / top-5 accuracy of a coarse level, matching label names (not indices) to the model's."""
-    features = features or extract(predictor, samples, flip)
-    t = _level_index(predictor, level)
-    name = predictor.level_names[t]
-    index = {n: i for i, n in enumerate(predictor.class_names(t))}
-    targets = torch.tensor([index.get(s.labels.get(name), -100) for s in samples])
-    labelled = int((targets != -100).sum())
-    if not labelled:
-        raise DataError(f"none of the {len(samples)} images has a {name!r} label the model knows")
-    result = topk_accuracy(features.logits[t], targets)
-    result.update(level=name, num_images=labelled, num_unknown_labels=sum(
-        1 for s in samples if name in s.labels and s.labels[name] not in index))
-    return result
-
-
-def _coarse_if_labelled(predictor, samples, features) -> dict:
-    """Top-1/5 of the first coarse level whose labels the samples carry (e.g. type on two-camera)."""
-    for t, level in enumerate(predictor.level_names[:-1]):
-        known = set(predictor.class_names(t))
-        if any(s.labels.get(level) in known for s in samples):
-            accuracy = evaluate_coarse(predictor, samples, level, features)
-            return {f"{level}_top1": accuracy["top1"], f"{level}_top5": accuracy["top5"]}
-    return {}
-
-
-def evaluate_samples(predictor: Predictor, kind: str, samples: Sequence[Sample], flip: bool = False,
-                     level: str | None = None) -> dict:
-    """The protocol of `kind` on samples already loaded (used for validation during training)."""
-    if kind == "two-camera":
-        return evaluate_two_camera(predictor, samples, flip)
-    if kind in ("stanford-cars", "csv") and not any("vehicle" in s.labels for s in samples):
-        return evaluate_coarse(predictor, samples, level or ("model" if "model" in predictor.level_names
-                                                             else None), flip=flip)
-    if kind == "csv":  # every image is a query against all the others
-        samples = [s for s in samples if "vehicle" in s.labels]
-        features = extract(predictor, samples, flip)
-        # junk: the query itself, and its vehicle's images from the same camera (a missing camera is
-        # the image's own, so that only the query itself is removed)
-        cams = [s.camera if s.camera is not None else f"image{i}" for i, s in enumerate(samples)]
-        similarity = features.embeddings @ features.embeddings.T
-        return {**reid_metrics(similarity, _ids(samples), _ids(samples), cams, cams),
-                **_coarse_if_labelled(predictor, samples, features)}
-    raise DataError(f"no sample-level protocol for {kind!r}; use evaluate_veri / evaluate_vehicleid")
-
-
-def evaluate(predictor: Predictor, kind: str, root: str | Path, flip: bool = False,
-             list_file: str | None = None, level: str | None = None, subset: str | None = None) -> dict:
-    root = Path(root)
-    if kind == "veri":
-        return evaluate_veri(predictor, root, flip)
-    if kind == "vehicleid":
-        return evaluate_vehicleid(predictor, root, flip=flip)
-    if kind == "two-camera":
-        if list_file is None and (root / "val.txt").is_file():
-            list_file = "val.txt"  # the validation vehicles: never trained on
-        result = evaluate_two_camera(predictor, load_dataset(kind, root, list_file=list_file), flip)
-        return {"list": list_file, **result}
-    if kind == "stanford-cars":
-        subset = subset or "holdout"
-        samples = load_dataset(kind, root, subset=subset)
-        return {"subset": subset, **evaluate_coarse(predictor, samples, level or "model", flip=flip)}
-    if kind == "csv":
-        return evaluate_samples(predictor, kind, load_dataset(kind, root), flip, level)
-    raise DataError(f"unknown dataset kind {kind!r}")
+    return [{"row": row, "metric": metric, "ours": round(float(value), 2),
+             "paper": published(kind, backbone, input_size, row, metric)}
+            for row, metric, value in get_dataset(kind).rows(result)]
 
 
 def load_predictor(name_or_path: str, device=None) -> Predictor:
@@ -249,28 +83,54 @@ def _format(result: dict, indent: str = "") -> str:
     return "\n".join(lines)
 
 
+def _table(rows: list[dict], backbone: str) -> str:
+    lines = [f"{'the paper' + chr(39) + 's rows':<28} {'metric':>6} {'ours':>7} {'paper':>7}   "
+             f"(paper: its {backbone} row where it gives one, else its best RNN-HA row; rnnha/paper.py)"]
+    for r in rows:
+        paper = "-" if r["paper"] is None else f"{r['paper']:.2f}"
+        lines.append(f"{r['row']:<28} {r['metric']:>6} {r['ours']:>7.2f} {paper:>7}")
+    return "\n".join(lines)
+
+
+def _options(pairs: list[str]) -> dict:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise DataError(f"--option {pair!r} is not KEY=VALUE (e.g. --option repeats=3)")
+        options[key] = yaml.safe_load(value)
+    return options
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rnnha.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True,
                         help="zoo name, exported folder, hf-hub:ORG/NAME, checkpoint, or imagenet:BACKBONE (zero-shot)")
-    parser.add_argument("--dataset", required=True, choices=["veri", "vehicleid", "two-camera", "stanford-cars", "csv"])
+    parser.add_argument("--dataset", required=True, choices=list_datasets())
     parser.add_argument("--root", required=True, help="dataset folder (csv: the CSV file)")
     parser.add_argument("--list", dest="list_file", help="two-camera: list file of names (default val.txt if present)")
-    parser.add_argument("--subset", choices=["all", "train", "holdout"], help="stanford-cars part (default holdout)")
+    parser.add_argument("--subset", help="stanford-cars part: all, train or holdout (default holdout)")
     parser.add_argument("--level", help="coarse level to score (default: the model's)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="any other option of the dataset's protocol, e.g. sizes=[800] repeats=3 (vehicleid)")
     parser.add_argument("--flip", action="store_true", help="average each embedding and logit with its mirror image's")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: best available)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
+    named = {"list_file": args.list_file, "subset": args.subset, "level": args.level}
     try:
+        options = {**{k: v for k, v in named.items() if v is not None}, **_options(args.option)}
         predictor = load_predictor(args.model, device=args.device)
-        result = evaluate(predictor, args.dataset, args.root, args.flip, args.list_file, args.level, args.subset)
+        result = evaluate(predictor, args.dataset, args.root, args.flip, **options)
+        config = predictor.model.config
+        size = config.input_size[0] if isinstance(config.input_size, list) else config.input_size
+        rows = paper_rows(args.dataset, result, config.backbone, size)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     result = {"model": args.model, "dataset": args.dataset, **result}
-    print(json.dumps(result, indent=None) if args.json else _format(result))
+    print(json.dumps(result, indent=None) if args.json else _format(result) + "\n\n" + _table(rows, config.backbone))
     return 0
 
 

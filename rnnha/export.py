@@ -146,11 +146,11 @@ def model_card(config: RNNHAConfig, name: str, metrics: dict | None = None, lice
                          eval_results=results or None)
     prep = resolve_preprocessing(config)
     levels = ", ".join(f"{n} ({c} classes)" for n, c in zip(config.level_names, config.num_classes))
-    from .evaluate import PROTOCOLS
+    from .data import DATASET_KINDS
 
     table = "\n".join(f"| {d} | {m} | {v:.2f} |" for d, f in (metrics or {}).items() for m, v in f.items()
                       if isinstance(v, (int, float)) and not isinstance(v, bool))
-    protocols = "\n".join(f"- **{d}**: {PROTOCOLS[d]}." for d in (metrics or {}) if d in PROTOCOLS)
+    protocols = "\n".join(f"- **{d}**: {DATASET_KINDS[d].protocol}." for d in (metrics or {}) if d in DATASET_KINDS)
     beyond = [text for flag, text in (
         (config.attention and config.attention_pool == "sum",
          "x2 = sum of a_ij f_ij, without Eq. 9's 1/(hw), so that it is on GAP(f)'s scale"),
@@ -203,7 +203,7 @@ embeddings = predictor.embed(["a.jpg", "b.jpg"])
 def calibrate(model: RNNHA, kind: str, root: str | Path, list_file: str | None = None) -> dict:
     """The same-vehicle threshold on all image pairs of a labelled set (rnnha.verification)."""
     from .data import load_dataset
-    from .evaluate import extract
+    from .protocols import extract
     from .predictor import Predictor
     from .verification import calibrate_threshold, pair_similarities
 

@@ -25,21 +25,27 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
 from .checkpoint import load_checkpoint, save_checkpoint, weights_sha256
+from .data import DataError, DatasetSpec, LabelSpace, PKSampler, ReidDataset, get_dataset
+from .errors import ConfigError
 from .io import remove_stale_temporaries
-from .data import DatasetSpec, LabelSpace, PKSampler, ReidDataset, load_specs
 from .model import IGNORE_INDEX, RNNHA, RNNHAConfig
 from .transforms import train_transform
 
-__all__ = ["TrainConfig", "train", "main"]
+__all__ = ["TrainConfig", "ConfigError", "train", "initialise_from", "main"]
 
 
 @dataclass
 class TrainConfig:
-    """A training recipe. `model` holds RNNHAConfig fields; class counts and names come from the data."""
+    """A training recipe. `model` holds RNNHAConfig fields; class counts and names come from the data.
+
+    A recipe file may start from another (`base: ../paper/common.yaml`, relative to the file): its keys
+    are merged over the base's, mappings key by key, everything else replaced.
+    """
 
     model: dict = field(default_factory=dict)
     train: list[dict] = field(default_factory=list)  # DatasetSpec fields, one per dataset
-    val: dict | None = None  # a DatasetSpec evaluated with its kind's protocol (two-camera, veri, ...)
+    val: dict | None = None  # {kind, root, options}: that kind's protocol after every eval_every epochs
+    test: dict | None = None  # {kind, root, options}: that kind's protocol once, on the best weights
     epochs: int = 10
     batch_size: int = 64  # per process
     optimizer: str = "rmsprop"  # rmsprop (paper) | adamw | sgd
@@ -65,7 +71,10 @@ class TrainConfig:
     eval_every: int = 1
     output: str = "runs/default"
     max_steps_per_epoch: int | None = None  # for quick runs
-    init_from: str | None = None  # start from a training checkpoint or a model folder (fine-tuning)
+    # start from a training checkpoint, a model folder, a zoo name or hf-hub:ORG/NAME (fine-tuning): the
+    # model's architecture comes from it, and `model:` keys of the recipe override it
+    init_from: str | None = None
+    backbone_weights: str | None = None  # a file of backbone weights, e.g. converted Caffe VGG_CNN_M_1024
 
     def __post_init__(self):
         # YAML 1.1 reads "lr: 1e-4" (no dot) as a string: coerce numbers, and name the key that is not one
@@ -76,33 +85,79 @@ class TrainConfig:
             try:
                 number = float(value) if kind is float else int(str(value))
             except (TypeError, ValueError):
-                raise ValueError(f"{f.name} must be a number ({kind.__name__}), got {value!r}") from None
+                raise ConfigError(f"{f.name} must be a number ({kind.__name__}), got {value!r}") from None
             setattr(self, f.name, number)
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule={self.schedule!r} is unknown; use one of {', '.join(SCHEDULES)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer={self.optimizer!r} is unknown; use one of {', '.join(OPTIMIZERS)}")
+        if not isinstance(self.train, list) or not self.train:
+            raise ConfigError("train: needs at least one dataset, e.g. train.0.kind=veri train.0.root=data/VeRi")
+        for key, spec in [(f"train.{i}", s) for i, s in enumerate(self.train)] + [("val", self.val), ("test", self.test)]:
+            if spec is None:
+                continue
+            allowed = DATASET_SPEC_KEYS if key.startswith("train") else ("kind", "root", "options")
+            if not isinstance(spec, dict) or not {"kind", "root"} <= set(spec) or set(spec) - set(allowed):
+                raise ConfigError(f"{key} must be a mapping of {', '.join(allowed)} (kind and root required), "
+                                  f"got {spec!r}")
 
     @classmethod
     def from_file(cls, path: str | Path, overrides: list[str] = ()) -> "TrainConfig":
         import yaml
 
         path = Path(path)
-        if not path.is_file():
-            raise SystemExit(f"error: no config file at {path}")
-        data = yaml.safe_load(path.read_text()) or {}
+        data = _read_recipe(path)
         for item in overrides:
             key, sep, value = item.partition("=")
             if not sep:
-                raise SystemExit(f"error: override {item!r} is not key=value")
-            _set_dotted(data, key, yaml.safe_load(value))
+                raise ConfigError(f"override {item!r} is not key=value (e.g. epochs=2 train.0.root=data/VeRi)")
+            try:
+                _set_dotted(data, key, yaml.safe_load(value))
+            except (IndexError, ValueError, TypeError, KeyError):
+                raise ConfigError(f"override {item!r}: {key} does not name a place in the recipe") from None
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise SystemExit(f"error: unknown config keys {unknown} in {path}; known: {sorted(known)}")
+            raise ConfigError(f"unknown config keys {unknown} in {path}; known: {sorted(known)}")
         try:
             return cls(**data)
-        except ValueError as e:
-            raise SystemExit(f"error: {e} (in {path} or its overrides)") from None
+        except ConfigError as e:
+            raise ConfigError(f"{e} (in {path} or its overrides)") from None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+SCHEDULES = ("step", "cosine", "onecycle", "constant")
+OPTIMIZERS = ("rmsprop", "adamw", "sgd")
+DATASET_SPEC_KEYS = tuple(f.name for f in dataclasses.fields(DatasetSpec))
+
+
+def _read_recipe(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """A recipe file merged over its `base:` chain (paths relative to the file that names them)."""
+    import yaml
+
+    if not path.is_file():
+        raise ConfigError(f"no config file at {path}")
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: base files form a loop ({' -> '.join(p.name for p in seen)})")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must be a mapping of keys (model:, train:, epochs: ...)")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    return _merge(_read_recipe(path.parent / base, seen + (path.resolve(),)), data)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    merged = dict(base)
+    for key, value in over.items():
+        merged[key] = _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return merged
 
 
 def _set_dotted(data: dict, key: str, value) -> None:
@@ -157,8 +212,6 @@ def _schedule(cfg: TrainConfig, steps_per_epoch: int):
             return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
         return 1.0
 
-    if cfg.schedule not in ("step", "cosine", "onecycle", "constant"):
-        raise SystemExit(f"error: unknown schedule {cfg.schedule!r}")
     return factor
 
 
@@ -174,7 +227,7 @@ def _optimizer(cfg: TrainConfig, model: RNNHA) -> torch.optim.Optimizer:
         return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True)
-    raise SystemExit(f"error: unknown optimizer {cfg.optimizer!r}; use rmsprop, adamw or sgd")
+    raise ConfigError(f"optimizer={cfg.optimizer!r} is unknown; use one of {', '.join(OPTIMIZERS)}")
 
 
 def _seed_everything(seed: int) -> None:
@@ -195,77 +248,203 @@ def _progress(sums: torch.Tensor, counts: torch.Tensor, levels: list[str], world
             "img/s": f"{sums[-1] * world_size / (time.perf_counter() - started):.1f}"}
 
 
-def build_model_config(cfg: TrainConfig, labels: LabelSpace) -> RNNHAConfig:
-    fields = dict(cfg.model)
+# --- the model: from the recipe, or from the source it fine-tunes --------------------------------------
+
+# what a source model's config decides when fine-tuning: everything but what the data decides
+_FROM_DATA = ("num_classes", "level_names", "class_names", "pretrained_backbone")
+
+
+@dataclass
+class Source:
+    """A model to start from: its weights (model state dict), config, and where it came from."""
+
+    state: dict[str, torch.Tensor]
+    config: RNNHAConfig
+    where: str
+
+
+def read_source(init_from: str) -> Source:
+    """A training checkpoint (.safetensors), a model folder, a zoo name or hf-hub:ORG/NAME; relative
+    paths resolve from the working directory."""
+    from .checkpoint import CheckpointError, model_state, read_checkpoint
+    from .export import ModelLoadError, load_pretrained
+
+    path = Path(init_from).expanduser()
+    try:
+        if path.is_dir():
+            model, _ = load_pretrained(path)
+            return Source(model.state_dict(), model.config, str(path))
+        if path.is_file():
+            tensors, record = read_checkpoint(path)
+            return Source(model_state(tensors), RNNHAConfig.from_dict(record["model_config"]), str(path))
+    except (CheckpointError, ModelLoadError) as exc:
+        raise ConfigError(f"init_from={init_from}: {exc}") from None
+    if path.suffix or "/" in init_from.replace("hf-hub:", "", 1) and not init_from.startswith("hf-hub:"):
+        raise ConfigError(f"init_from={init_from}: no checkpoint or model folder at {path.absolute()} "
+                          "(relative paths start from the working directory)")
+    try:
+        from zoo import resolve  # a zoo name or hf-hub:ORG/NAME: the catalogue resolves it to a folder
+    except ImportError:
+        raise ConfigError(f"init_from={init_from}: not a file or folder, and the zoo package is not "
+                          "installed to resolve model names") from None
+    try:
+        folder = resolve(init_from).folder()
+        model, _ = load_pretrained(folder)
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"init_from={init_from}: {exc}") from None
+    return Source(model.state_dict(), model.config, f"{init_from} ({folder})")
+
+
+def build_model_config(cfg: TrainConfig, labels: LabelSpace, source: RNNHAConfig | None = None) -> RNNHAConfig:
+    """The recipe's `model:` keys over the source's architecture (when fine-tuning) or the defaults;
+    classes come from the data."""
+    fields = {k: v for k, v in source.to_dict().items() if k not in _FROM_DATA} if source else {}
+    fields.update(cfg.model)
+    if source is not None:
+        fields["pretrained_backbone"] = False  # the source's weights replace ImageNet's
     fields.update(num_classes=labels.num_classes, level_names=labels.levels,
                   class_names=[labels.classes[level] for level in labels.levels])
-    return RNNHAConfig(**fields)
+    try:
+        return RNNHAConfig(**fields)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"model: {exc}") from None
 
 
-def initialise_from(model: RNNHA, source: str | Path) -> list[str]:
-    """Copy the weights of a training checkpoint (.safetensors) or a model folder into `model`.
+def levels_of(cfg: TrainConfig, source: RNNHAConfig | None) -> list[str]:
+    if "level_names" in cfg.model:
+        return list(cfg.model["level_names"])
+    return list(source.level_names) if source else ["model", "vehicle"]
 
-    Every tensor is copied except a level's classifier (and neck) whose classes differ from the source's,
-    so a model can be fine-tuned on new identities. Returns the names left as initialised.
-    """
-    from .checkpoint import CheckpointError, model_state, read_checkpoint
-    from .export import load_pretrained
 
-    source = Path(source)
-    if source.is_dir():
-        loaded, _ = load_pretrained(source)
-        state, config = loaded.state_dict(), loaded.config
-    else:
-        try:
-            tensors, record = read_checkpoint(source)
-        except CheckpointError as exc:
-            raise SystemExit(f"error: init_from: {exc}") from exc
-        state, config = model_state(tensors), RNNHAConfig.from_dict(record["model_config"])
-    mine = model.config
+def initialise_from(model: RNNHA, source: Source | str | Path) -> list[str]:
+    """Copy a source's weights into `model`: every tensor except the classifier of a level whose classes
+    differ from the source's (so that a model can be fine-tuned on new identities), and tensors the
+    recipe's own architecture changed. Returns the names left as initialised."""
+    if not isinstance(source, Source):
+        source = read_source(str(source))
+    config, mine = source.config, model.config
     if (config.backbone, config.head) != (mine.backbone, mine.head):
-        raise SystemExit(f"error: init_from {source} is a {config.head} head on {config.backbone}, "
-                         f"this recipe builds a {mine.head} head on {mine.backbone}")
+        raise ConfigError(f"init_from {source.where} is a {config.head} head on {config.backbone}, "
+                          f"this recipe builds a {mine.head} head on {mine.backbone}")
     same_classes = {t for t, level in enumerate(mine.level_names)
                     if level in config.level_names and mine.class_names and config.class_names
                     and config.class_names[config.level_names.index(level)] == mine.class_names[t]}
     target = model.state_dict()
     copied = {}
-    for name, tensor in state.items():
+    for name, tensor in source.state.items():
         parts = name.split(".")
-        per_level = len(parts) > 3 and parts[1] in ("classifiers", "necks")
-        if per_level and int(parts[2]) not in same_classes:
+        if parts[:2] == ["head", "classifiers"] and int(parts[2]) not in same_classes:
             continue
         if name in target and target[name].shape == tensor.shape:
             copied[name] = tensor
     if not any(name.startswith("backbone.") for name in copied):
-        raise SystemExit(f"error: init_from {source}: no backbone weights fit this recipe's model")
+        raise ConfigError(f"init_from {source.where}: no backbone weights fit this recipe's model")
     model.load_state_dict(copied, strict=False)
     return sorted(set(target) - set(copied))
+
+
+def _architecture_changes(source: RNNHAConfig, mine: RNNHAConfig) -> list[str]:
+    theirs, ours = source.to_dict(), mine.to_dict()
+    return [f"{k}: {ours[k]} (source {theirs[k]})" for k in ours
+            if k not in _FROM_DATA and theirs.get(k) != ours[k]]
+
+
+# --- data ---------------------------------------------------------------------------------------------
+
+def load_training_data(cfg: TrainConfig, levels: list[str]) -> tuple[list, LabelSpace, list[str]]:
+    """The samples of every `train:` dataset (errors name the recipe key to change), their label space,
+    and one line per dataset describing it."""
+    specs = [DatasetSpec(**s) for s in cfg.train]
+    if len(specs) > 1:
+        specs = [dataclasses.replace(s, prefix=f"{s.kind}{i}") if s.prefix is None else s
+                 for i, s in enumerate(specs)]
+    samples, lines = [], []
+    for i, spec in enumerate(specs):
+        try:
+            part = spec.load()
+        except DataError as exc:
+            raise DataError(f"train.{i} ({spec.kind}): {exc} (set train.{i}.root= or train.{i}.options)") from None
+        samples += part
+        lines.append(f"train.{i} {spec.kind} {spec.root} {spec.options or ''}".rstrip() + ": "
+                     + _counts(part, levels))
+    try:
+        labels = LabelSpace.from_samples(samples, levels)
+    except DataError as exc:
+        raise DataError(f"{exc}; set model.level_names= to levels the data has, or map one onto another "
+                        f"with train.N.rename (e.g. {{type: model}})") from None
+    return samples, labels, lines
+
+
+def _counts(samples: list, levels: list[str]) -> str:
+    parts = [f"{len(samples)} images"]
+    for level in levels:
+        labelled = [s.labels[level] for s in samples if level in s.labels]
+        noun = "vehicles" if level == "vehicle" else f"{level} classes"
+        parts.append(f"{len(set(labelled))} {noun}" + (f" ({len(labelled)} labelled)" if len(labelled) < len(samples) else ""))
+    return ", ".join(parts)
+
+
+def _check_spec(key: str, spec: dict | None) -> None:
+    """Fail before training, not after an epoch: the kind exists and its root is there."""
+    if spec is None:
+        return
+    try:
+        get_dataset(spec["kind"])
+    except DataError as exc:
+        raise ConfigError(f"{key}.kind: {exc}") from None
+    if not Path(spec["root"]).exists():
+        raise ConfigError(f"{key}.root: nothing at {Path(spec['root']).absolute()} (relative paths start "
+                          f"from the working directory); set {key}.root=")
+
+
+def _check_backbone_weights(cfg: TrainConfig) -> None:
+    if cfg.backbone_weights and not Path(cfg.backbone_weights).is_file():
+        how = ""
+        if cfg.model.get("backbone") == "vgg_cnn_m_1024":
+            how = (" Make it from the Caffe Model Zoo's VGG_CNN_M_1024.caffemodel (no Caffe needed): "
+                   f"python -m rnnha.caffe VGG_CNN_M_1024.caffemodel {cfg.backbone_weights}")
+        raise ConfigError(f"backbone_weights: no file at {Path(cfg.backbone_weights).absolute()}.{how} "
+                          "Or train from random weights with backbone_weights=null.")
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> dict:
     """Run the recipe; returns the summary written to OUTPUT/summary.json."""
     from tqdm import tqdm
 
+    _check_backbone_weights(cfg)
+    for key, spec in (("val", cfg.val), ("test", cfg.test)):
+        _check_spec(key, spec)
+    source = read_source(cfg.init_from) if cfg.init_from and not resume else None
     rank, world_size, device = _init_distributed()
     main_process = rank == 0
+    say = print if main_process else (lambda *a, **k: None)
     out = Path(cfg.output)
     if main_process:
         out.mkdir(parents=True, exist_ok=True)
         stale = remove_stale_temporaries(out)
         if stale:
-            print(f"removed {len(stale)} temporary file(s) of an interrupted checkpoint write in {out}")
+            say(f"removed {len(stale)} temporary file(s) of an interrupted checkpoint write in {out}")
     _seed_everything(cfg.seed)
 
-    levels = cfg.model.get("level_names", ["model", "vehicle"])
-    samples = load_specs([DatasetSpec(**s) for s in cfg.train])
-    labels = LabelSpace.from_samples(samples, levels)
-    model_config = build_model_config(cfg, labels)
+    levels = levels_of(cfg, source.config if source else None)
+    samples, labels, lines = load_training_data(cfg, levels)
+    for line in lines:
+        say(line)
+    say("levels: " + ", ".join(f"{level} {n} classes" for level, n in zip(labels.levels, labels.num_classes)))
+    model_config = build_model_config(cfg, labels, source.config if source else None)
     model = RNNHA(model_config)
-    if cfg.init_from and not resume:
-        fresh = initialise_from(model, cfg.init_from)
-        if main_process:
-            print(f"initialised from {cfg.init_from}" + (f"; not from it: {', '.join(fresh)}" if fresh else ""))
+    if cfg.backbone_weights:
+        from .backbones import load_backbone_weights
+
+        load_backbone_weights(model_config.backbone, model.backbone, cfg.backbone_weights)
+        say(f"backbone weights from {cfg.backbone_weights}")
+    if source is not None:
+        fresh = initialise_from(model, source)
+        total = len(model.state_dict())
+        say(f"init_from {source.where}: architecture from the source"
+            + "".join(f"; the recipe changes {c}" for c in _architecture_changes(source.config, model_config)))
+        say(f"  loaded {total - len(fresh)} of {total} tensors"
+            + (f"; re-initialised: {', '.join(fresh)}" if fresh else ""))
     model.backbone.freeze(cfg.freeze_stages)
     model = model.to(device)
     if cfg.channels_last:
@@ -288,17 +467,22 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     if cfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
     if steps_per_epoch == 0:
-        raise SystemExit(f"error: {len(dataset)} training images give no full batch of {batch_size}")
+        raise ConfigError(f"{len(dataset)} training images give no full batch of {batch_size} per process; "
+                          f"lower batch_size= (e.g. batch_size={max(1, len(dataset) // max(world_size, 2))})")
 
     optimizer = _optimizer(cfg, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg, steps_per_epoch))
     amp_dtype = _amp_dtype(cfg.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    say(f"device {_device_name(device)}, AMP {str(amp_dtype).replace('torch.', '') if amp_dtype else 'off'}, "
+        f"batch {batch_size} x {world_size} process(es), {steps_per_epoch} steps per epoch, "
+        f"{model_config.backbone} at {model_config.input_size or 'its native size'} px; output {out}")
 
-    start_epoch, best, history = 0, None, []
+    start_epoch, best, best_epoch, history = 0, None, None, []
     if resume and (out / "last.safetensors").is_file():
         record = load_checkpoint(out / "last.safetensors", model, optimizer, scheduler)
         start_epoch, best, history = record["epoch"], record.get("best"), record.get("history", [])
+        best_epoch = record.get("best_epoch")
         if main_process:
             print(f"resumed from {out / 'last.safetensors'} at epoch {start_epoch}")
     train_model = model
@@ -363,10 +547,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
                 row["val"] = _validate(model, cfg.val, device, amp_dtype)
         history.append(row)
         if main_process:
-            score = row.get("val", {}).get("mAP")
+            score = get_dataset(cfg.val["kind"]).score(row["val"]) if "val" in row else None
             is_best = score is not None and (best is None or score > best)
             best = score if is_best else best
-            record = {"epoch": epoch + 1, "best": best, "history": history, "config": cfg.to_dict(),
+            if is_best:
+                best_epoch = epoch + 1
+            record = {"epoch": epoch + 1, "best": best, "best_epoch": best_epoch, "history": history, "config": cfg.to_dict(),
                       "model_config": model_config.to_dict(), "labels": labels.to_dict()}
             save_checkpoint(out / "last.safetensors", model, optimizer, scheduler, record)
             if is_best:
@@ -382,27 +568,73 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     if world_size > 1:
         fingerprints = [None] * world_size
         dist.all_gather_object(fingerprints, fingerprint)
-    summary = {"epochs": cfg.epochs, "history": history, "best_mAP": best, "world_size": world_size,
-               "weights_sha256_per_rank": fingerprints, "output": str(out)}
+    summary = {"epochs": cfg.epochs, "history": history, "best_mAP": best, "best_epoch": best_epoch,
+               "world_size": world_size, "weights_sha256_per_rank": fingerprints, "output": str(out)}
     if main_process:
         from .io import atomic_write_text
 
+        weights = out / ("best.safetensors" if best_epoch is not None else "last.safetensors")
+        if cfg.test:
+            summary["test"] = _test(model, cfg.test, weights, device, amp_dtype)
+            atomic_write_text(out / "test.json", json.dumps(summary["test"], indent=2) + "\n")
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+        _report(cfg, out, summary, history)
     if world_size > 1:
         dist.destroy_process_group()
     return summary
 
 
-def _validate(model: RNNHA, spec: dict, device: torch.device, amp_dtype) -> dict:
-    from .evaluate import evaluate_samples
+def _device_name(device: torch.device) -> str:
+    return f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "cpu"
+
+
+def _predictor(model: RNNHA, device: torch.device, amp_dtype):
     from .predictor import Predictor
 
-    spec = DatasetSpec(**spec)
-    predictor = Predictor(model, device=device, dtype=amp_dtype or torch.float32)
+    return Predictor(model, device=device, dtype=amp_dtype or torch.float32)
+
+
+def _validate(model: RNNHA, spec: dict, device: torch.device, amp_dtype) -> dict:
+    """The validation set's protocol (its kind's, from the dataset registry) on the current weights."""
+    from .data import evaluate_dataset
+
     try:
-        return evaluate_samples(predictor, spec.kind, spec.load())
+        return evaluate_dataset(_predictor(model, device, amp_dtype), spec["kind"], spec["root"],
+                                **spec.get("options", {}))
     finally:
         model.train()
+
+
+def _test(model: RNNHA, spec: dict, weights: Path, device: torch.device, amp_dtype) -> dict:
+    """The test set's protocol once, on the weights of `weights` (best.safetensors, or the last)."""
+    from .checkpoint import model_state, read_checkpoint
+    from .evaluate import paper_rows
+
+    tensors, _ = read_checkpoint(weights)
+    model.load_state_dict(model_state(tensors), strict=True)
+    result = _validate(model, spec, device, amp_dtype)
+    size = model.config.input_size
+    return {"kind": spec["kind"], "root": spec["root"], "weights": weights.name, "result": result,
+            "paper_rows": paper_rows(spec["kind"], result, model.config.backbone,
+                                     size[0] if isinstance(size, list) else size)}
+
+
+def _report(cfg: TrainConfig, out: Path, summary: dict, history: list[dict]) -> None:
+    """Where everything went, and the paper's rows of the best validation and of the test."""
+    from .evaluate import paper_rows
+
+    best = out / "best.safetensors"
+    print(f"checkpoints: {out / 'last.safetensors'}"
+          + (f", {best} (epoch {summary['best_epoch']}, {cfg.val['kind']} score {summary['best_mAP']:.2f})"
+             if best.is_file() and summary["best_epoch"] else ""))
+    print(f"metrics: {out / 'metrics.jsonl'} (one line per epoch); summary: {out / 'summary.json'}"
+          + (f"; test: {out / 'test.json'}" if "test" in summary else ""))
+    scored = [("val", cfg.val["kind"], history[summary["best_epoch"] - 1]["val"])] if summary["best_epoch"] else []
+    if "test" in summary:
+        scored.append(("test", summary["test"]["kind"], summary["test"]["result"]))
+    for name, kind, result in scored:
+        for row in paper_rows(kind, result):
+            print(f"  {name}: {row['row']} {row['metric']} {row['ours']:.2f}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -412,8 +644,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from OUTPUT/last.safetensors")
     parser.add_argument("overrides", nargs="*", help="key=value (dotted keys, YAML values)")
     args = parser.parse_args(argv)
-    cfg = TrainConfig.from_file(args.config, args.overrides)
-    train(cfg, resume=args.resume)
+    from .backbones import BackboneError
+    from .checkpoint import CheckpointError
+    from .images import ImageError
+
+    try:
+        cfg = TrainConfig.from_file(args.config, args.overrides)
+        train(cfg, resume=args.resume)
+    except (ConfigError, DataError, BackboneError, CheckpointError, ImageError) as exc:
+        raise SystemExit(f"error: {exc}") from None  # one line that says what to change, no traceback
 
 
 if __name__ == "__main__":

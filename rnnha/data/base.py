@@ -10,12 +10,11 @@ from typing import Iterator, Sequence
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from ..errors import DataError
 from ..images import load_image
 from ..model import IGNORE_INDEX
 
-
-class DataError(ValueError):
-    """A dataset that is missing, malformed or inconsistent; the message names the file and the fix."""
+__all__ = ["DataError", "Sample", "LabelSpace", "ReidDataset", "PKSampler", "split_per_class"]
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,5 @@
-"""CSV files: Stanford Cars' `path,class_id,class_name`, and a generic format for your own data.
-
-Generic CSV (header required; paths relative to the CSV's folder; an empty cell is a missing label):
+"""Your own data as a CSV file (header required; paths relative to the CSV's folder; an empty cell is a
+missing label):
 
     path,vehicle,camera,type,model
     images/0001.jpg,17,2,car,Audi TT Coupe 2012
@@ -14,10 +13,11 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from .base import DataError, Sample, split_per_class
+from .base import DataError, Sample
+from .registry import DatasetKind, register_dataset
 
 
-def _rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+def read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     if not path.is_file():
         raise DataError(f"CSV file {path} is missing")
     with open(path, newline="", encoding="utf-8-sig") as f:
@@ -29,9 +29,9 @@ def _rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     return header, rows
 
 
-def load_csv(file: str | Path, root: str | Path | None = None) -> list[Sample]:
+def load(file: str | Path, root: str | Path | None = None) -> list[Sample]:
     file = Path(file)
-    header, rows = _rows(file)
+    header, rows = read_rows(file)
     levels = [h for h in header if h not in ("path", "camera")]
     if not levels:
         raise DataError(f"{file}: no label column; add 'vehicle' and/or coarse columns such as 'model'")
@@ -45,21 +45,26 @@ def load_csv(file: str | Path, root: str | Path | None = None) -> list[Sample]:
     return samples
 
 
-def load_stanford_cars(root: str | Path, csv_file: str = "labels.csv", subset: str = "all",
-                       holdout_fraction: float = 0.1, seed: int = 0) -> list[Sample]:
-    """Stanford Cars (Krause et al. 2013) as `path,class_id,class_name`: the car-model level only.
+def evaluate(predictor, file: str | Path, flip: bool = False, level: str | None = None) -> dict:
+    """Every image with a vehicle label is a query against all the others (itself and its vehicle's
+    same-camera images are junk), plus coarse-level accuracy; a CSV without vehicle labels is scored
+    on the coarse level only."""
+    from ..metrics import reid_metrics
+    from ..protocols import coarse_accuracy, coarse_if_labelled, extract, vehicle_ids
 
-    subset "train" / "holdout" splits every class: `holdout_fraction` of its images (at least one),
-    chosen by `seed`, are held out for measuring car-model accuracy.
-    """
-    root = Path(root)
-    header, rows = _rows(root / csv_file)
-    if "class_name" not in header:
-        raise DataError(f"{root / csv_file}: expected columns path,class_id,class_name, got {header}")
-    samples = [Sample(root / row["path"], {"model": row["class_name"]}) for row in rows]
-    if subset == "all":
-        return samples
-    if subset not in ("train", "holdout"):
-        raise DataError(f"subset must be all, train or holdout, got {subset!r}")
-    kept, held = split_per_class(samples, "model", holdout_fraction, seed)
-    return kept if subset == "train" else held
+    samples = load(file)
+    if not any("vehicle" in s.labels for s in samples):
+        level = level or ("model" if "model" in predictor.level_names else None)
+        return coarse_accuracy(predictor, samples, level, flip=flip)
+    samples = [s for s in samples if "vehicle" in s.labels]
+    features = extract(predictor, samples, flip)
+    # a missing camera is the image's own, so that only the query itself is removed
+    cams = [s.camera if s.camera is not None else f"image{i}" for i, s in enumerate(samples)]
+    similarity = features.embeddings @ features.embeddings.T
+    ids = vehicle_ids(samples)
+    return {**reid_metrics(similarity, ids, ids, cams, cams), **coarse_if_labelled(predictor, samples, features)}
+
+
+KIND = register_dataset(DatasetKind(
+    "csv", load, evaluate,
+    protocol="every labelled image a query against all the others, itself and same-camera views removed"))

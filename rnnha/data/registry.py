@@ -1,31 +1,88 @@
-"""Dataset kinds by name, and specs that combine several datasets in one run."""
+"""The dataset registry: one `DatasetKind` per format, each declared by its own module (veri.py,
+vehicleid.py, two_camera.py, stanford_cars.py, csv_folder.py) with its loader, its splits and its
+evaluation protocol. Training (its `val:` and `test:` sets) and `python -m rnnha.evaluate` both look
+kinds up here, so a new dataset kind is one new module that calls `register_dataset` (fast-reid's
+DATASET_REGISTRY is the model). Third parties register theirs the same way before training.
+"""
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from . import csv_folder, two_camera, vehicleid, veri
 from .base import DataError, Sample
 
-DATASET_KINDS: dict[str, Callable[..., list[Sample]]] = {
-    "veri": veri.load,                       # split: train | query | test
-    "vehicleid": vehicleid.load,             # split: train | test800 | test1600 | test2400 | all
-    "two-camera": two_camera.load,           # list_file: train.txt | val.txt | None
-    "stanford-cars": csv_folder.load_stanford_cars,
-    "csv": csv_folder.load_csv,              # root is the CSV file
-}
+__all__ = ["DatasetKind", "register_dataset", "get_dataset", "list_datasets", "DATASET_KINDS",
+           "load_dataset", "evaluate_dataset", "DatasetSpec", "load_specs"]
+
+
+def _default_score(result: dict) -> float | None:
+    value = result.get("mAP", result.get("top1"))
+    return None if value is None else float(value)
+
+
+def _default_rows(result: dict) -> list[tuple[str, str, float]]:
+    names = {"mAP": "mAP", "rank1": "top-1", "rank5": "top-5", "top1": "top-1", "top5": "top-5"}
+    return [("", label, float(result[key])) for key, label in names.items() if key in result]
+
+
+@dataclass(frozen=True)
+class DatasetKind:
+    """A dataset format and how a model is scored on it.
+
+    load(root, **options) -> [Sample]: the images and labels of one split (options such as split=...).
+    evaluate(predictor, root, flip=False, **options) -> dict: the kind's protocol, figures in percent.
+    score(result) -> float: the figure that ranks checkpoints when this kind validates a training run.
+    rows(result) -> [(row, metric, value)]: the figures as the paper's tables print them.
+    """
+
+    name: str
+    load: Callable[..., list[Sample]]
+    evaluate: Callable[..., dict]
+    protocol: str  # one sentence, for model cards and reports
+    splits: tuple[str, ...] = ()
+    score: Callable[[dict], float | None] = field(default=_default_score)
+    rows: Callable[[dict], list[tuple[str, str, float]]] = field(default=_default_rows)
+
+
+DATASET_KINDS: dict[str, DatasetKind] = {}
+
+
+def register_dataset(kind: DatasetKind, replace_existing: bool = False) -> DatasetKind:
+    if kind.name in DATASET_KINDS and not replace_existing:
+        raise DataError(f"dataset kind {kind.name!r} is already registered")
+    DATASET_KINDS[kind.name] = kind
+    return kind
+
+
+def list_datasets() -> list[str]:
+    return list(DATASET_KINDS)
+
+
+def get_dataset(name: str) -> DatasetKind:
+    try:
+        return DATASET_KINDS[name]
+    except KeyError:
+        raise DataError(f"unknown dataset kind {name!r}; choose one of {', '.join(DATASET_KINDS)}") from None
+
+
+def _call(fn: Callable, kind: str, *args, **options):
+    try:
+        inspect.signature(fn).bind(*args, **options)
+    except TypeError as exc:
+        raise DataError(f"bad options {options} for dataset kind {kind!r} ({exc}); it takes "
+                        f"{', '.join(list(inspect.signature(fn).parameters)[len(args):])}") from None
+    return fn(*args, **options)
 
 
 def load_dataset(kind: str, root: str | Path, **options) -> list[Sample]:
-    try:
-        loader = DATASET_KINDS[kind]
-    except KeyError:
-        raise DataError(f"unknown dataset kind {kind!r}; choose one of {', '.join(DATASET_KINDS)}") from None
-    try:
-        return loader(root, **options)
-    except TypeError as exc:
-        raise DataError(f"bad options {options} for dataset kind {kind!r}: {exc}") from exc
+    return _call(get_dataset(kind).load, kind, Path(root), **options)
+
+
+def evaluate_dataset(predictor, kind: str, root: str | Path, flip: bool = False, **options) -> dict:
+    """`kind`'s protocol on the dataset at `root` (options as its evaluate takes them)."""
+    return _call(get_dataset(kind).evaluate, kind, predictor, Path(root), flip=flip, **options)
 
 
 @dataclass
@@ -50,6 +107,8 @@ class DatasetSpec:
         root = Path(self.root)
         if base is not None and not root.is_absolute():
             root = base / root
+        if self.repeat < 1:
+            raise DataError(f"repeat must be at least 1, got {self.repeat}")
         samples = load_dataset(self.kind, root, **self.options)
         out = []
         for s in samples:
@@ -59,8 +118,6 @@ class DatasetSpec:
                 labels["vehicle"] = f"{self.prefix}/{labels['vehicle']}"
             camera = f"{self.prefix}/{s.camera}" if self.prefix and s.camera else s.camera
             out.append(Sample(s.path, labels, camera))
-        if self.repeat < 1:
-            raise DataError(f"repeat must be at least 1, got {self.repeat}")
         return out * self.repeat
 
 

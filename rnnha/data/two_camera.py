@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from .base import DataError, Sample
+from .registry import DatasetKind, register_dataset
 
 _NAME = re.compile(r"(?P<type>[A-Za-z]+)_(?P<id>\d+)_cam(?P<cam>\d+)\.(jpe?g|png|webp|bmp)", re.I)
 
@@ -42,3 +43,40 @@ def load(root: str | Path, list_file: str | Path | None = None) -> list[Sample]:
         samples.append(Sample(files[name], {"type": parsed["type"], "vehicle": parsed["vehicle"]},
                               camera=parsed["camera"]))
     return samples
+
+
+def evaluate_samples(predictor, samples, flip: bool = False) -> dict:
+    """cam A -> cam B and B -> A (for the two cameras present), the mean of both directions, and the
+    accuracy of a coarse level the samples are labelled with (type)."""
+    from ..metrics import reid_metrics
+    from ..protocols import coarse_if_labelled, extract, vehicle_ids
+
+    cameras = sorted({s.camera for s in samples})
+    if len(cameras) != 2:
+        raise DataError(f"a two-camera evaluation needs exactly two cameras, found {cameras}")
+    features = extract(predictor, samples, flip)
+    index = {c: [i for i, s in enumerate(samples) if s.camera == c] for c in cameras}
+    result = {}
+    for a, b in ((cameras[0], cameras[1]), (cameras[1], cameras[0])):
+        similarity = features.embeddings[index[a]] @ features.embeddings[index[b]].T
+        result[f"cam{a}->cam{b}"] = reid_metrics(similarity, vehicle_ids([samples[i] for i in index[a]]),
+                                                 vehicle_ids([samples[i] for i in index[b]]))
+    directions = list(result)
+    for key in ("mAP", "rank1", "rank5", "rank10", "mINP"):
+        result[key] = sum(result[d][key] for d in directions) / 2
+    result.update(coarse_if_labelled(predictor, samples, features))
+    return result
+
+
+def evaluate(predictor, root: str | Path, flip: bool = False, list_file: str | None = None) -> dict:
+    """The validation vehicles (val.txt when the folder has one: never trained on) or `list_file`."""
+    root = Path(root)
+    if list_file is None and (root / "val.txt").is_file():
+        list_file = "val.txt"
+    return {"list": list_file, **evaluate_samples(predictor, load(root, list_file=list_file), flip)}
+
+
+KIND = register_dataset(DatasetKind(
+    "two-camera", load, evaluate, splits=("train.txt", "val.txt"),
+    protocol="two-camera folder, val.txt by default: cam1 queries vs the cam2 gallery and the reverse, "
+             "mean of both; cosine similarity; mAP (non-interpolated), CMC, mINP in percent"))

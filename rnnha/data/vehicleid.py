@@ -12,7 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from .base import DataError, Sample
+from .registry import DatasetKind, register_dataset
 
+SIZES = (800, 1600, 2400)  # the paper's small / medium / large test sets
 SPLITS = {"train": "train_test_split/train_list.txt", "test800": "train_test_split/test_list_800.txt",
           "test1600": "train_test_split/test_list_1600.txt",
           "test2400": "train_test_split/test_list_2400.txt", "all": "attribute/img2vid.txt"}
@@ -59,3 +61,41 @@ def load(root: str | Path, split: str = "train", drop_unlabelled: bool = False,
         raise DataError(f"{len(missing)} images listed in {SPLITS[split]} are missing, e.g. {missing[0]}; "
                         f"pass skip_missing=True to use only the images present")
     return samples
+
+
+def evaluate(predictor, root: str | Path, flip: bool = False, sizes=SIZES, repeats: int = 10, seed: int = 0,
+             skip_missing: bool = False) -> dict:
+    """Each test size: one randomly chosen image per vehicle is the gallery, the others are queries;
+    `repeats` draws (seeds seed .. seed+repeats-1), mean and std of top-1 / top-5 / mAP."""
+    from ..metrics import vehicleid_metrics
+    from ..protocols import extract, vehicle_ids
+
+    result = {}
+    for size in [int(s) for s in ([sizes] if isinstance(sizes, (int, str)) else sizes)]:
+        if size not in SIZES:
+            raise DataError(f"VehicleID test sizes are {list(SIZES)}, got {size}")
+        samples = load(root, split=f"test{size}", skip_missing=skip_missing)
+        features = extract(predictor, samples, flip, desc=f"test{size}")
+        result[f"test{size}"] = vehicleid_metrics(features.embeddings, vehicle_ids(samples), repeats=repeats,
+                                                  seed=seed)
+    return result
+
+
+def score(result: dict) -> float:
+    """The smallest test size's mAP ranks checkpoints."""
+    return float(result[min(result, key=lambda k: int(k[4:]))]["mAP"])
+
+
+def rows(result: dict) -> list[tuple[str, str, float]]:
+    names = {800: "small", 1600: "medium", 2400: "large"}
+    out = []
+    for key, figures in result.items():
+        size = int(key[4:])
+        out += [(f"VehicleID {names[size]} ({size})", "top-1", figures["rank1"]),
+                (f"VehicleID {names[size]} ({size})", "top-5", figures["rank5"])]
+    return out
+
+
+KIND = register_dataset(DatasetKind(
+    "vehicleid", load, evaluate, splits=tuple(SPLITS), score=score, rows=rows,
+    protocol="VehicleID test 800/1600/2400, one random gallery image per vehicle, 10 repeats (seeds 0-9)"))

@@ -14,6 +14,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from .base import DataError, Sample
+from .registry import DatasetKind, register_dataset
 
 SPLITS = {"train": ("image_train", "name_train.txt", "train_label.xml"),
           "query": ("image_query", "name_query.txt", "test_label.xml"),
@@ -41,7 +42,7 @@ def load(root: str | Path, split: str = "train") -> list[Sample]:
         raise DataError(f"VeRi split must be one of {list(SPLITS)}, got {split!r}")
     folder, names_file, xml_file = SPLITS[split]
     if not (root / names_file).is_file():
-        raise DataError(f"{root / names_file} is missing; point --root at the VeRi-776 folder")
+        raise DataError(f"{root / names_file} is missing; is {root} the VeRi-776 folder (image_train/, name_train.txt, ...)?")
     labels = read_label_xml(root / xml_file)
     samples = []
     for name in (root / names_file).read_text().split():
@@ -57,3 +58,30 @@ def load(root: str | Path, split: str = "train") -> list[Sample]:
             level["color"] = item["colorID"]
         samples.append(Sample(root / folder / name, level, camera=str(int(match[2]))))
     return samples
+
+
+def evaluate(predictor, root: str | Path, flip: bool = False) -> dict:
+    """Image-to-track protocol: each query image against the whole test set; the test images of the
+    query's vehicle from the query's camera are junk. CMC, mAP and mINP (torchreid / fast-reid), and
+    VeRi's official MATLAB-style AP as `veri_matlab_mAP`."""
+    from ..metrics import veri_matlab_metrics
+    from ..protocols import cameras, extract, reid_between, vehicle_ids
+
+    query, gallery = load(root, split="query"), load(root, split="test")
+    q, g = extract(predictor, query, flip, desc="query"), extract(predictor, gallery, flip, desc="gallery")
+    result = reid_between(q, g, query, gallery)
+    official = veri_matlab_metrics(q.embeddings @ g.embeddings.T, vehicle_ids(query), vehicle_ids(gallery),
+                                   cameras(query), cameras(gallery))
+    result["veri_matlab_mAP"] = official["mAP"]
+    return result
+
+
+def rows(result: dict) -> list[tuple[str, str, float]]:
+    return [("VeRi-776", "mAP", result["mAP"]), ("VeRi-776", "top-1", result["rank1"]),
+            ("VeRi-776", "top-5", result["rank5"])]
+
+
+KIND = register_dataset(DatasetKind(
+    "veri", load, evaluate, splits=tuple(SPLITS), rows=rows,
+    protocol="VeRi-776 query vs test, same-vehicle same-camera gallery images removed as junk (torchreid / "
+             "fast-reid protocol); veri_matlab_mAP is the official MATLAB-style AP"))
