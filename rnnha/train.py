@@ -412,18 +412,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     from tqdm import tqdm
 
     _check_backbone_weights(cfg)
-    for key, spec in (("val", cfg.val), ("test", cfg.test)):
+    for key, spec in [(f"train.{i}", s) for i, s in enumerate(cfg.train)] + [("val", cfg.val), ("test", cfg.test)]:
         _check_spec(key, spec)
     source = read_source(cfg.init_from) if cfg.init_from and not resume else None
     rank, world_size, device = _init_distributed()
     main_process = rank == 0
     say = print if main_process else (lambda *a, **k: None)
     out = Path(cfg.output)
-    if main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        stale = remove_stale_temporaries(out)
-        if stale:
-            say(f"removed {len(stale)} temporary file(s) of an interrupted checkpoint write in {out}")
     _seed_everything(cfg.seed)
 
     levels = levels_of(cfg, source.config if source else None)
@@ -469,6 +464,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     if steps_per_epoch == 0:
         raise ConfigError(f"{len(dataset)} training images give no full batch of {batch_size} per process; "
                           f"lower batch_size= (e.g. batch_size={max(1, len(dataset) // max(world_size, 2))})")
+    if main_process:  # made once the recipe is known to run: a recipe that fails leaves nothing behind
+        out.mkdir(parents=True, exist_ok=True)
+        stale = remove_stale_temporaries(out)
+        if stale:
+            say(f"removed {len(stale)} temporary file(s) of an interrupted checkpoint write in {out}")
 
     optimizer = _optimizer(cfg, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg, steps_per_epoch))
@@ -578,7 +578,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
             summary["test"] = _test(model, cfg.test, weights, device, amp_dtype)
             atomic_write_text(out / "test.json", json.dumps(summary["test"], indent=2) + "\n")
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-        _report(cfg, out, summary, history)
+        _report(cfg, out, summary, history, model_config)
     if world_size > 1:
         dist.destroy_process_group()
     return summary
@@ -619,7 +619,7 @@ def _test(model: RNNHA, spec: dict, weights: Path, device: torch.device, amp_dty
                                      size[0] if isinstance(size, list) else size)}
 
 
-def _report(cfg: TrainConfig, out: Path, summary: dict, history: list[dict]) -> None:
+def _report(cfg: TrainConfig, out: Path, summary: dict, history: list[dict], config: RNNHAConfig) -> None:
     """Where everything went, and the paper's rows of the best validation and of the test."""
     from .evaluate import paper_rows
 
@@ -632,9 +632,11 @@ def _report(cfg: TrainConfig, out: Path, summary: dict, history: list[dict]) -> 
     scored = [("val", cfg.val["kind"], history[summary["best_epoch"] - 1]["val"])] if summary["best_epoch"] else []
     if "test" in summary:
         scored.append(("test", summary["test"]["kind"], summary["test"]["result"]))
+    size = config.input_size[0] if isinstance(config.input_size, list) else config.input_size
     for name, kind, result in scored:
-        for row in paper_rows(kind, result):
-            print(f"  {name}: {row['row']} {row['metric']} {row['ours']:.2f}")
+        for row in paper_rows(kind, result, config.backbone, size):
+            paper = "" if row["paper"] is None else f" (paper: {row['paper']:.2f})"
+            print(f"  {name}: {row['row']} {row['metric']} {row['ours']:.2f}{paper}")
 
 
 def main(argv: list[str] | None = None) -> None:

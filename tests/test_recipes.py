@@ -1,0 +1,232 @@
+"""Every recipe under configs/ runs end to end: a short epoch, its validation protocol and its test
+protocol, each on a miniature dataset in its official layout written from real images (tests/layouts.py).
+
+The recipes run unchanged but for their size (one epoch of two steps of 4 images at 64 px, no ImageNet
+download), from a working directory laid out as the recipes expect: data/VeRi, data/VehicleID,
+weights/vgg_cnn_m_1024.safetensors, and ../shared/data/ for the default model's recipes. Recipes that
+start from another's weights (init_from) run after it, as configs/default/ship.sh runs them.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO
+import layouts
+
+pytestmark = pytest.mark.slow
+
+CONFIGS = REPO / "configs"
+RECIPES = sorted(p for p in CONFIGS.rglob("*.yaml") if "_base" not in p.parts)
+FRAGMENTS = sorted((CONFIGS / "_base").glob("*.yaml"))
+QUICK = ["epochs=1", "batch_size=4", "max_steps_per_epoch=2", "workers=0", "model.input_size=64"]
+
+
+def quick(recipe: Path) -> list[str]:
+    """The overrides that make a recipe a smoke run: no ImageNet download for torchvision's ResNet-50."""
+    from rnnha.train import _read_recipe
+
+    model = _read_recipe(recipe).get("model", {})
+    return QUICK + (["model.pretrained_backbone=false"] if model.get("backbone") == "resnet50" else [])
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, khoa_root, cars_root, vehicleid_root):
+    """tmp/work (the working directory) and tmp/shared/data, as a clone of the project sees them."""
+    top = tmp_path_factory.mktemp("recipes")
+    work = top / "work"
+    layouts.write_veri(work / "data" / "VeRi", khoa_root)
+    layouts.write_vehicleid(work / "data" / "VehicleID", vehicleid_root)
+    layouts.write_two_camera(top / "shared" / "data" / "khoa-vehicle-reid", khoa_root)
+    layouts.write_stanford_cars(top / "shared" / "data" / "stanford-cars", cars_root)
+    write_vgg_weights(work / "weights" / "vgg_cnn_m_1024.safetensors")
+    return work
+
+
+def write_vgg_weights(path: Path) -> None:
+    """conv1..conv5 in the converter's format (tests/test_caffe.py checks the converter itself)."""
+    from safetensors.torch import save_file
+
+    from rnnha.backbones import VGGCNNM1024
+
+    path.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    save_file({k: v.contiguous() for k, v in VGGCNNM1024().state_dict().items()}, str(path))
+
+
+_DONE: dict[Path, str] = {}
+
+
+def run_recipe(recipe: Path, work: Path, monkeypatch, capsys) -> str:
+    """Train a recipe once (its init_from source first); returns what it printed."""
+    from rnnha.train import _read_recipe, main
+
+    if recipe in _DONE:
+        return _DONE[recipe]
+    init_from = _read_recipe(recipe).get("init_from")
+    if init_from:
+        source = next(r for r in RECIPES if Path(_read_recipe(r)["output"]) == Path(init_from).parent)
+        run_recipe(source, work, monkeypatch, capsys)
+    monkeypatch.chdir(work)
+    capsys.readouterr()
+    main(["--config", str(recipe), *quick(recipe)])
+    _DONE[recipe] = capsys.readouterr().out
+    return _DONE[recipe]
+
+
+def test_every_fragment_is_a_base_and_recipes_hold_only_differences():
+    import yaml
+
+    named = {(recipe.parent / yaml.safe_load(recipe.read_text())["base"]).resolve()
+             for recipe in RECIPES + FRAGMENTS if "base" in yaml.safe_load(recipe.read_text())}
+    assert {f.resolve() for f in FRAGMENTS} <= named
+    assert len(RECIPES) >= 13
+    for recipe in RECIPES:  # what a recipe sets differs from what its base already says
+        from rnnha.train import _read_recipe
+
+        data = yaml.safe_load(recipe.read_text())
+        if "base" not in data:
+            continue
+        base = _read_recipe(recipe.parent / data["base"])
+        same = [k for k, v in data.items() if k != "base" and base.get(k) == v]
+        assert not same, f"{recipe.name} repeats its base's {same}"
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_recipe_trains_validates_and_tests_on_its_layout(recipe, workspace, monkeypatch, capsys):
+    from rnnha.data import get_dataset
+    from rnnha.train import TrainConfig
+
+    printed = run_recipe(recipe, workspace, monkeypatch, capsys)
+    cfg = TrainConfig.from_file(recipe, quick(recipe))
+    out = workspace / cfg.output
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and (out / "last.safetensors").is_file()
+    levels = cfg.model.get("level_names", ["model", "vehicle"])
+    assert all(math.isfinite(rows[0][f"loss_{level}"]) for level in levels)
+    assert "train.0 " + cfg.train[0]["kind"] in printed and "device cpu" in printed
+    assert f"checkpoints: {cfg.output}/last.safetensors" in printed
+    if cfg.init_from:
+        assert f"init_from {cfg.init_from}: architecture from the source" in printed
+        assert "loaded" in printed
+    if cfg.val:
+        val = rows[0]["val"]
+        assert get_dataset(cfg.val["kind"]).score(val) is not None
+        assert (out / "best.safetensors").is_file()
+        if cfg.val["kind"] == "veri":
+            assert val["num_valid_queries"] == 4 and 0 < val["mAP"] <= 100 and "veri_matlab_mAP" in val
+            assert "val: VeRi-776 mAP" in printed
+        if cfg.val["kind"] == "two-camera":
+            assert val["list"] == "val.txt" and val["cam1->cam2"]["num_queries"] == 6
+    if cfg.test:
+        test = json.loads((out / "test.json").read_text())
+        assert test["kind"] == "vehicleid" and set(test["result"]) == {"test800", "test1600", "test2400"}
+        assert test["result"]["test800"]["repeats"] == 10
+        assert [(r["row"], r["metric"]) for r in test["paper_rows"]] == [
+            (f"VehicleID {name} ({size})", metric) for name, size in
+            (("small", 800), ("medium", 1600), ("large", 2400)) for metric in ("top-1", "top-5")]
+        assert "test: VehicleID small (800) top-1" in printed
+
+
+def _cli(args: list[str], cwd: Path, expect: int = 0) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == expect, proc.stderr[-3000:]
+    return proc
+
+
+def test_paper_veri_recipe_from_the_command_line(workspace, tmp_path):
+    """`python -m rnnha.train --config configs/paper/resnet50_veri.yaml` with data/VeRi beside it:
+    the VeRi protocol every epoch, best.safetensors by validation mAP, then the paper's rows."""
+    work = tmp_path / "clone"
+    work.mkdir()
+    (work / "data").symlink_to(workspace / "data", target_is_directory=True)
+    recipe = CONFIGS / "paper" / "resnet50_veri.yaml"
+    overrides = [o for o in quick(recipe) if not o.startswith("epochs=")] + ["epochs=3", "lr=1e-4"]
+    _cli(["rnnha.train", "--config", str(recipe), *overrides], work)
+    out = work / "runs" / "resnet50_veri"
+    summary = json.loads((out / "summary.json").read_text())
+    scores = [row["val"]["mAP"] for row in summary["history"]]
+    assert len(scores) == 3 and summary["best_mAP"] == max(scores)
+    assert summary["best_epoch"] == scores.index(max(scores)) + 1
+    from rnnha.checkpoint import read_checkpoint
+
+    assert read_checkpoint(out / "best.safetensors")[1]["epoch"] == summary["best_epoch"]
+    printed = _cli(["rnnha.evaluate", "--model", str(out / "best.safetensors"), "--dataset", "veri",
+                    "--root", "data/VeRi"], work).stdout
+    table = printed[printed.index("the paper's rows"):].splitlines()
+    assert [line.split()[:2] for line in table[1:]] == [["VeRi-776", "mAP"], ["VeRi-776", "top-1"],
+                                                        ["VeRi-776", "top-5"]]
+    assert float(table[1].split()[2]) == pytest.approx(max(scores), abs=0.01)
+
+
+@pytest.mark.parametrize("case", ["no-weights", "no-data", "wrong-level", "batch"])
+def test_user_errors_are_one_line_naming_the_key(case, workspace, tmp_path):
+    work = tmp_path / "w"
+    work.mkdir()
+    if case != "no-data":
+        (work / "data").symlink_to(workspace / "data", target_is_directory=True)
+    recipe = {"no-weights": "vggm_veri", "no-data": "resnet50_veri", "wrong-level": "resnet50_veri",
+              "batch": "resnet50_vehicleid"}[case]
+    extra = {"wrong-level": ["model.level_names=[model,vehicle]"], "batch": ["batch_size=64"]}.get(case, [])
+    proc = _cli(["rnnha.train", "--config", str(CONFIGS / "paper" / f"{recipe}.yaml"),
+                 *[o for o in QUICK if not o.startswith("batch_size") or case != "batch"],
+                 "model.pretrained_backbone=false", *extra], work, expect=1)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr
+    expected = {"no-weights": "python -m rnnha.caffe VGG_CNN_M_1024.caffemodel weights/vgg_cnn_m_1024.safetensors",
+                "no-data": "set train.0.root=",
+                "wrong-level": "set model.level_names=",
+                "batch": "lower batch_size="}[case]
+    assert expected in lines[0]
+    assert not (work / "runs").exists()  # stopped before training, and left nothing behind
+
+
+def test_init_from_default_fine_tunes_the_shipped_architecture(workspace, monkeypatch, capsys):
+    """A recipe with no `model:` keys fine-tunes the default model: the same architecture (guidance
+    width, BN necks, input size ...), every tensor loaded but the classifiers of the new classes."""
+    import yaml
+
+    from rnnha.train import (TrainConfig, build_model_config, initialise_from, levels_of, load_training_data,
+                             main, read_source)
+    from rnnha import RNNHA
+
+    if not (REPO / "assets" / "default" / "config.json").is_file():
+        pytest.skip("assets/default (the embedded default model) is missing")
+    monkeypatch.chdir(workspace)
+    recipe = workspace / "finetune.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "init_from": "default",
+        "train": [{"kind": "two-camera", "root": "../shared/data/khoa-vehicle-reid",
+                   "options": {"list_file": "train.txt"}, "rename": {"type": "model"}}],
+        "epochs": 1, "batch_size": 4, "max_steps_per_epoch": 1, "workers": 0, "optimizer": "adamw", "lr": 1e-4,
+        "output": "runs/finetune_default"}))
+    cfg = TrainConfig.from_file(recipe)
+    source = read_source("default")
+    _, labels, _ = load_training_data(cfg, levels_of(cfg, source.config))
+    config = build_model_config(cfg, labels, source.config)
+    shipped = source.config.to_dict()
+    for key, value in config.to_dict().items():
+        if key not in ("num_classes", "class_names", "pretrained_backbone"):
+            assert value == shipped[key], key
+    assert (config.transformer_hidden, config.neck, config.attention_pool) == (256, True, "sum")
+    model = RNNHA(config)
+    fresh = initialise_from(model, source)
+    assert fresh == sorted(n for n in model.state_dict() if n.startswith("head.classifiers."))
+    for name, tensor in model.state_dict().items():
+        if name not in fresh:
+            assert torch.equal(tensor, source.state[name]), name
+    capsys.readouterr()
+    main(["--config", str(recipe)])
+    printed = capsys.readouterr().out
+    total = len(model.state_dict())
+    assert f"init_from default ({REPO / 'assets' / 'default'}): architecture from the source" in printed
+    assert f"loaded {total - len(fresh)} of {total} tensors; re-initialised: {', '.join(fresh)}" in printed
+    assert (workspace / "runs" / "finetune_default" / "last.safetensors").is_file()
