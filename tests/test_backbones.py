@@ -44,7 +44,7 @@ def test_feature_map_shape(name):
 
 
 def test_vgg_m_has_no_bundled_weights():
-    with pytest.raises(BackboneError, match="load_vgg_cnn_m_1024_weights"):
+    with pytest.raises(BackboneError, match="python -m rnnha.caffe VGG_CNN_M_1024.caffemodel"):
         create_backbone("vgg_cnn_m_1024", pretrained=True)
 
 

@@ -195,3 +195,37 @@ def test_unknown_kind_and_bad_options(khoa_root):
         load_dataset("market", khoa_root)
     with pytest.raises(DataError, match="bad options"):
         load_dataset("two-camera", khoa_root, split="train")
+
+
+def test_a_new_dataset_kind_is_one_registration(khoa_root, capsys, monkeypatch):
+    """A kind registered in one place is loadable, scored by `rnnha.evaluate` and named in its help."""
+    from rnnha import RNNHA
+    from rnnha.data import DATASET_KINDS, DatasetKind, evaluate_dataset, get_dataset, register_dataset
+    from rnnha.evaluate import main
+    from rnnha.predictor import Predictor
+
+    def load(root, vehicles: int = 3):
+        return [s for s in load_dataset("two-camera", root, list_file="val.txt")][: 2 * vehicles]
+
+    def evaluate(predictor, root, flip=False, vehicles: int = 3):
+        from rnnha.data.two_camera import evaluate_samples
+
+        return evaluate_samples(predictor, load(root, vehicles), flip)
+
+    monkeypatch.delitem(DATASET_KINDS, "toy", raising=False)
+    register_dataset(DatasetKind("toy", load, evaluate, protocol="three vehicles, both directions"))
+    try:
+        assert len(load_dataset("toy", khoa_root, vehicles=2)) == 4
+        with pytest.raises(DataError, match="bad options.*it takes vehicles"):
+            load_dataset("toy", khoa_root, list_file="val.txt")
+        with pytest.raises(DataError, match="already registered"):
+            register_dataset(DatasetKind("toy", load, evaluate, protocol=""))
+        model = RNNHA(RNNHAConfig(num_classes=[4, 5], level_names=["type", "vehicle"], hidden_size=16,
+                                  input_size=64, pretrained_backbone=True))
+        result = evaluate_dataset(Predictor(model, device="cpu"), "toy", khoa_root)
+        assert result["cam1->cam2"]["num_queries"] == 3 and get_dataset("toy").score(result) == result["mAP"]
+        with pytest.raises(SystemExit):
+            main(["--help"])
+        assert "toy" in capsys.readouterr().out
+    finally:
+        DATASET_KINDS.pop("toy", None)

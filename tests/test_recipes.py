@@ -51,14 +51,22 @@ def workspace(tmp_path_factory, khoa_root, cars_root, vehicleid_root):
 
 
 def write_vgg_weights(path: Path) -> None:
-    """conv1..conv5 in the converter's format (tests/test_caffe.py checks the converter itself)."""
-    from safetensors.torch import save_file
+    """What the README's converter command makes of a VGG_CNN_M_1024.caffemodel (here one written by
+    tests/test_caffe.py's protobuf encoder, with random weights of the real shapes)."""
+    import numpy as np
 
-    from rnnha.backbones import VGGCNNM1024
+    import test_caffe as caffe
+    from rnnha.caffe import convert_vgg_cnn_m_1024
 
-    path.parent.mkdir(parents=True)
-    torch.manual_seed(0)
-    save_file({k: v.contiguous() for k, v in VGGCNNM1024().state_dict().items()}, str(path))
+    rng = np.random.default_rng(0)
+    layers = []
+    for name, shape in caffe.CONV_SHAPES.items():
+        weight = (rng.standard_normal(shape) * (2 / np.prod(shape[1:])) ** 0.5).astype(np.float32)
+        bias = np.zeros(shape[0], np.float32)
+        layers.append(caffe.v1_layer(name, caffe.CONVOLUTION, [caffe.legacy_blob(weight), caffe.legacy_blob(bias)]))
+    model = path.parent.parent / "VGG_CNN_M_1024.caffemodel"
+    model.write_bytes(caffe.net("VGG_CNN_M_1024", layers))
+    convert_vgg_cnn_m_1024(model, path)
 
 
 _DONE: dict[Path, str] = {}
