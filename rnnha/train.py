@@ -343,6 +343,12 @@ def initialise_from(model: RNNHA, source: Source | str | Path) -> list[str]:
     return sorted(set(target) - set(copied))
 
 
+def _checkpoint_config(path: Path) -> RNNHAConfig:
+    from .checkpoint import read_checkpoint
+
+    return RNNHAConfig.from_dict(read_checkpoint(path)[1]["model_config"])
+
+
 def _architecture_changes(source: RNNHAConfig, mine: RNNHAConfig) -> list[str]:
     theirs, ours = source.to_dict(), mine.to_dict()
     return [f"{k}: {ours[k]} (source {theirs[k]})" for k in ours
@@ -414,19 +420,22 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     _check_backbone_weights(cfg)
     for key, spec in [(f"train.{i}", s) for i, s in enumerate(cfg.train)] + [("val", cfg.val), ("test", cfg.test)]:
         _check_spec(key, spec)
-    source = read_source(cfg.init_from) if cfg.init_from and not resume else None
+    out = Path(cfg.output)
+    resuming = resume and (out / "last.safetensors").is_file()
+    source = read_source(cfg.init_from) if cfg.init_from and not resuming else None
+    # the architecture: the source's when fine-tuning; on --resume the checkpoint's (init_from included)
+    architecture = source.config if source else _checkpoint_config(out / "last.safetensors") if resuming else None
     rank, world_size, device = _init_distributed()
     main_process = rank == 0
     say = print if main_process else (lambda *a, **k: None)
-    out = Path(cfg.output)
     _seed_everything(cfg.seed)
 
-    levels = levels_of(cfg, source.config if source else None)
+    levels = levels_of(cfg, architecture)
     samples, labels, lines = load_training_data(cfg, levels)
     for line in lines:
         say(line)
     say("levels: " + ", ".join(f"{level} {n} classes" for level, n in zip(labels.levels, labels.num_classes)))
-    model_config = build_model_config(cfg, labels, source.config if source else None)
+    model_config = build_model_config(cfg, labels, architecture)
     model = RNNHA(model_config)
     if cfg.backbone_weights:
         from .backbones import load_backbone_weights
@@ -479,7 +488,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         f"{model_config.backbone} at {model_config.input_size or 'its native size'} px; output {out}")
 
     start_epoch, best, best_epoch, history = 0, None, None, []
-    if resume and (out / "last.safetensors").is_file():
+    if resuming:
         record = load_checkpoint(out / "last.safetensors", model, optimizer, scheduler)
         start_epoch, best, history = record["epoch"], record.get("best"), record.get("history", [])
         best_epoch = record.get("best_epoch")

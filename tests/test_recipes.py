@@ -238,3 +238,7 @@ def test_init_from_default_fine_tunes_the_shipped_architecture(workspace, monkey
     assert f"init_from default ({REPO / 'assets' / 'default'}): architecture from the source" in printed
     assert f"loaded {total - len(fresh)} of {total} tensors; re-initialised: {', '.join(fresh)}" in printed
     assert (workspace / "runs" / "finetune_default" / "last.safetensors").is_file()
+    main(["--config", str(recipe), "--resume", "epochs=2"])  # the checkpoint's architecture, not the defaults
+    printed = capsys.readouterr().out
+    assert "resumed from" in printed and "init_from" not in printed
+    assert len((workspace / "runs" / "finetune_default" / "metrics.jsonl").read_text().splitlines()) == 2

@@ -71,8 +71,10 @@ def _call(fn: Callable, kind: str, *args, **options):
     try:
         inspect.signature(fn).bind(*args, **options)
     except TypeError as exc:
-        raise DataError(f"bad options {options} for dataset kind {kind!r} ({exc}); it takes "
-                        f"{', '.join(list(inspect.signature(fn).parameters)[len(args):])}") from None
+        takes = [p for p in list(inspect.signature(fn).parameters)[len(args):] if p != "flip"]
+        shown = {k: v for k, v in options.items() if k != "flip"}
+        raise DataError(f"bad options {shown} for dataset kind {kind!r} ({exc}); it takes "
+                        f"{', '.join(takes) or 'no options'}") from None
     return fn(*args, **options)
 
 
