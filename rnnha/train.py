@@ -319,13 +319,16 @@ def levels_of(cfg: TrainConfig, source: RNNHAConfig | None) -> list[str]:
 def initialise_from(model: RNNHA, source: Source | str | Path) -> list[str]:
     """Copy a source's weights into `model`: every tensor except the classifier of a level whose classes
     differ from the source's (so that a model can be fine-tuned on new identities), and tensors the
-    recipe's own architecture changed. Returns the names left as initialised."""
+    recipe's own architecture changed (another head keeps only the backbone). The backbones must be
+    the same. Returns the names left as initialised."""
     if not isinstance(source, Source):
         source = read_source(str(source))
     config, mine = source.config, model.config
-    if (config.backbone, config.head) != (mine.backbone, mine.head):
+    if config.backbone != mine.backbone:
         raise ConfigError(f"init_from {source.where} is a {config.head} head on {config.backbone}, "
                           f"this recipe builds a {mine.head} head on {mine.backbone}")
+    # another head (e.g. the authors' two stages: a bnneck classifier first, then RNN-HA from it) keeps
+    # the backbone; head tensors are copied only where name and shape agree
     same_classes = {t for t, level in enumerate(mine.level_names)
                     if level in config.level_names and mine.class_names and config.class_names
                     and config.class_names[config.level_names.index(level)] == mine.class_names[t]}

@@ -242,3 +242,24 @@ def test_init_from_default_fine_tunes_the_shipped_architecture(workspace, monkey
     printed = capsys.readouterr().out
     assert "resumed from" in printed and "init_from" not in printed
     assert len((workspace / "runs" / "finetune_default" / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_the_authors_two_stages_a_classifier_then_rnnha_from_its_backbone(workspace, monkeypatch, capsys):
+    """docs/paper.md: fine-tune the backbone as a plain classifier, then train RNN-HA from it."""
+    from rnnha.checkpoint import model_state, read_checkpoint
+    from rnnha.train import main
+
+    monkeypatch.chdir(workspace)
+    recipe = str(CONFIGS / "paper" / "resnet50_veri.yaml")
+    small = quick(CONFIGS / "paper" / "resnet50_veri.yaml")
+    main(["--config", recipe, *small, "model.head=bnneck", "model.level_names=[vehicle]", "output=runs/stage1"])
+    capsys.readouterr()
+    main(["--config", recipe, *small, "init_from=runs/stage1/last.safetensors", "model.head=rnnha",
+          "output=runs/stage2"])
+    printed = capsys.readouterr().out
+    assert "the recipe changes head: rnnha (source bnneck)" in printed
+    first = model_state(read_checkpoint(workspace / "runs" / "stage1" / "last.safetensors")[0])
+    backbone = [k for k in first if k.startswith("backbone.")]
+    loaded = int(printed.split("loaded ")[1].split(" of ")[0])
+    assert loaded >= len(backbone) and "re-initialised: head." in printed
+    assert "backbone." not in printed.split("re-initialised: ")[1].splitlines()[0]
