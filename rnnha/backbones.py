@@ -182,31 +182,39 @@ def _vgg_cnn_m_1024(pretrained: bool) -> Backbone:
     return Backbone(net, 512, [net.conv1, net.conv2, net.conv3, net.conv4, net.conv5])
 
 
-def load_vgg_cnn_m_1024_weights(backbone: Backbone, path: str | Path, bgr: bool = True) -> None:
+def load_vgg_cnn_m_1024_weights(backbone: Backbone, path: str | Path, bgr: bool | None = None) -> None:
     """Load converted Caffe weights (safetensors or .npz with keys conv1.weight ... conv5.bias).
 
-    Caffe models see BGR images in 0..255 minus the mean pixel; with bgr=True conv1's input channels
-    are flipped so the network takes RGB, and the registry's mean/std (the mean pixel / 255, std 1/255)
-    reproduce Caffe's input scaling.
+    Caffe models see BGR images in 0..255 minus the mean pixel; a file in BGR order (`rnnha.caffe`
+    writes `channel_order: bgr` in its metadata, and a file without that key is taken as Caffe's) has
+    conv1's input channels flipped so that the network takes RGB, and the registry's mean/std (the mean
+    pixel / 255, std 1/255) reproduce Caffe's input scaling. bgr=True / False overrides the metadata.
     """
     path = Path(path)
     if not path.is_file():
         raise BackboneError(f"no weights file at {path}")
-    if path.suffix == ".npz":
-        import numpy as np
+    try:
+        if path.suffix == ".npz":
+            import numpy as np
 
-        with np.load(path) as npz:
-            state = {k: torch.from_numpy(npz[k]) for k in npz.files}
-    else:
-        from safetensors.torch import load_file
+            with np.load(path) as npz:
+                state, metadata = {k: torch.from_numpy(npz[k]) for k in npz.files}, {}
+        else:
+            from safetensors import safe_open
 
-        state = load_file(str(path))
+            with safe_open(str(path), framework="pt") as f:
+                state, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
+    except Exception as exc:  # safetensors' errors are not OSErrors; numpy's are several kinds
+        raise BackboneError(f"{path} is not a readable weights file ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''}); convert it again") from None
+    if bgr is None:
+        bgr = metadata.get("channel_order", "bgr") == "bgr"
     if bgr and "conv1.weight" in state:
         state["conv1.weight"] = state["conv1.weight"].flip(1)
     try:
         backbone.body.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise BackboneError(f"{path} does not fit vgg_cnn_m_1024: {exc}") from exc
+        raise BackboneError(f"{path} does not fit vgg_cnn_m_1024: {str(exc).splitlines()[0]}") from exc
 
 
 def load_backbone_weights(name: str, backbone: Backbone, path: str | Path) -> None:
@@ -218,8 +226,12 @@ def load_backbone_weights(name: str, backbone: Backbone, path: str | Path) -> No
     from safetensors.torch import load_file
 
     try:
-        backbone.body.load_state_dict(load_file(str(path)), strict=True)
-    except (RuntimeError, OSError) as exc:
+        state = load_file(str(path))
+    except Exception as exc:  # safetensors' errors are not OSErrors
+        raise BackboneError(f"{path} is not a readable safetensors file ({str(exc).splitlines()[0]})") from None
+    try:
+        backbone.body.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
         raise BackboneError(f"{path} does not fit {name}: {str(exc).splitlines()[0]}") from exc
 
 

@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         config = predictor.model.config
         size = config.input_size[0] if isinstance(config.input_size, list) else config.input_size
         rows = paper_rows(args.dataset, result, config.backbone, size)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, LookupError) as exc:  # LookupError: zoo.ZooError, an unknown model name
         print(f"error: {exc}", file=sys.stderr)
         return 2
     result = {"model": args.model, "dataset": args.dataset, **result}

@@ -100,6 +100,8 @@ class TrainConfig:
             if not isinstance(spec, dict) or not {"kind", "root"} <= set(spec) or set(spec) - set(allowed):
                 raise ConfigError(f"{key} must be a mapping of {', '.join(allowed)} (kind and root required), "
                                   f"got {spec!r}")
+            if spec.get("options") is None:
+                spec["options"] = {}
 
     @classmethod
     def from_file(cls, path: str | Path, overrides: list[str] = ()) -> "TrainConfig":
@@ -270,16 +272,17 @@ def read_source(init_from: str) -> Source:
     from .export import ModelLoadError, load_pretrained
 
     path = Path(init_from).expanduser()
+    is_hub = init_from.startswith("hf-hub:")
     try:
-        if path.is_dir():
+        if not is_hub and path.is_dir():
             model, _ = load_pretrained(path)
             return Source(model.state_dict(), model.config, str(path))
-        if path.is_file():
+        if not is_hub and path.is_file():
             tensors, record = read_checkpoint(path)
             return Source(model_state(tensors), RNNHAConfig.from_dict(record["model_config"]), str(path))
     except (CheckpointError, ModelLoadError) as exc:
         raise ConfigError(f"init_from={init_from}: {exc}") from None
-    if path.suffix or "/" in init_from.replace("hf-hub:", "", 1) and not init_from.startswith("hf-hub:"):
+    if not is_hub and (path.suffix == ".safetensors" or "/" in init_from or "\\" in init_from):
         raise ConfigError(f"init_from={init_from}: no checkpoint or model folder at {path.absolute()} "
                           "(relative paths start from the working directory)")
     try:
@@ -288,9 +291,10 @@ def read_source(init_from: str) -> Source:
         raise ConfigError(f"init_from={init_from}: not a file or folder, and the zoo package is not "
                           "installed to resolve model names") from None
     try:
-        folder = resolve(init_from).folder()
-        model, _ = load_pretrained(folder)
-    except (ValueError, OSError) as exc:
+        entry = resolve(init_from)
+        folder = entry.folder()
+        model, _ = load_pretrained(folder, sha256=entry.source.sha256)
+    except (LookupError, ValueError, OSError) as exc:  # zoo.ZooError is a LookupError
         raise ConfigError(f"init_from={init_from}: {exc}") from None
     return Source(model.state_dict(), model.config, f"{init_from} ({folder})")
 
@@ -327,19 +331,29 @@ def initialise_from(model: RNNHA, source: Source | str | Path) -> list[str]:
     if config.backbone != mine.backbone:
         raise ConfigError(f"init_from {source.where} is a {config.head} head on {config.backbone}, "
                           f"this recipe builds a {mine.head} head on {mine.backbone}")
-    # another head (e.g. the authors' two stages: a bnneck classifier first, then RNN-HA from it) keeps
-    # the backbone; head tensors are copied only where name and shape agree
-    same_classes = {t for t, level in enumerate(mine.level_names)
-                    if level in config.level_names and mine.class_names and config.class_names
-                    and config.class_names[config.level_names.index(level)] == mine.class_names[t]}
     target = model.state_dict()
     copied = {}
-    for name, tensor in source.state.items():
-        parts = name.split(".")
-        if parts[:2] == ["head", "classifiers"] and int(parts[2]) not in same_classes:
-            continue
-        if name in target and target[name].shape == tensor.shape:
-            copied[name] = tensor
+    if config.head != mine.head:
+        # another head (the authors' two stages: a plain classifier first, then RNN-HA from it): the
+        # backbone only, since a head tensor of the same shape means something else in the other head
+        copied = {n: t for n, t in source.state.items() if n.startswith("backbone.") and n in target
+                  and target[n].shape == t.shape}
+    else:
+        # a level's classifier goes to the level of the same name, if its classes are the same
+        moved = {}
+        for t, level in enumerate(mine.level_names):
+            if level in config.level_names and mine.class_names and config.class_names:
+                u = config.level_names.index(level)
+                if config.class_names[u] == mine.class_names[t]:
+                    moved[u] = t
+        for name, tensor in source.state.items():
+            parts = name.split(".")
+            if parts[:2] == ["head", "classifiers"]:
+                if int(parts[2]) not in moved:
+                    continue
+                name = ".".join(["head", "classifiers", str(moved[int(parts[2])]), *parts[3:]])
+            if name in target and target[name].shape == tensor.shape:
+                copied[name] = tensor
     if not any(name.startswith("backbone.") for name in copied):
         raise ConfigError(f"init_from {source.where}: no backbone weights fit this recipe's model")
     model.load_state_dict(copied, strict=False)
@@ -394,7 +408,10 @@ def _counts(samples: list, levels: list[str]) -> str:
 
 
 def _check_spec(key: str, spec: dict | None) -> None:
-    """Fail before training, not after an epoch: the kind exists and its root is there."""
+    """Fail before training, not after an epoch: the kind exists, its root is there, and (for `val:`
+    and `test:`) its protocol takes the options and finds its files."""
+    from .data import check_dataset
+
     if spec is None:
         return
     try:
@@ -404,6 +421,11 @@ def _check_spec(key: str, spec: dict | None) -> None:
     if not Path(spec["root"]).exists():
         raise ConfigError(f"{key}.root: nothing at {Path(spec['root']).absolute()} (relative paths start "
                           f"from the working directory); set {key}.root=")
+    if not key.startswith("train"):
+        try:
+            check_dataset(spec["kind"], spec["root"], **spec["options"])
+        except DataError as exc:
+            raise ConfigError(f"{key}: {exc} (set {key}.root= or {key}.options)") from None
 
 
 def _check_backbone_weights(cfg: TrainConfig) -> None:
@@ -420,11 +442,16 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     """Run the recipe; returns the summary written to OUTPUT/summary.json."""
     from tqdm import tqdm
 
-    _check_backbone_weights(cfg)
     for key, spec in [(f"train.{i}", s) for i, s in enumerate(cfg.train)] + [("val", cfg.val), ("test", cfg.test)]:
         _check_spec(key, spec)
     out = Path(cfg.output)
     resuming = resume and (out / "last.safetensors").is_file()
+    if (out / "last.safetensors").is_file() and not resume:
+        raise ConfigError(f"{out} already holds a run (last.safetensors): pass --resume to continue it, or "
+                          "set output= to a new folder")
+    backbone_weights = cfg.backbone_weights if not (resuming or cfg.init_from) else None
+    if backbone_weights:
+        _check_backbone_weights(cfg)
     source = read_source(cfg.init_from) if cfg.init_from and not resuming else None
     # the architecture: the source's when fine-tuning; on --resume the checkpoint's (init_from included)
     architecture = source.config if source else _checkpoint_config(out / "last.safetensors") if resuming else None
@@ -440,11 +467,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     say("levels: " + ", ".join(f"{level} {n} classes" for level, n in zip(labels.levels, labels.num_classes)))
     model_config = build_model_config(cfg, labels, architecture)
     model = RNNHA(model_config)
-    if cfg.backbone_weights:
+    if backbone_weights:
         from .backbones import load_backbone_weights
 
-        load_backbone_weights(model_config.backbone, model.backbone, cfg.backbone_weights)
-        say(f"backbone weights from {cfg.backbone_weights}")
+        load_backbone_weights(model_config.backbone, model.backbone, backbone_weights)
+        say(f"backbone weights from {backbone_weights}")
     if source is not None:
         fresh = initialise_from(model, source)
         total = len(model.state_dict())
@@ -474,13 +501,17 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     if cfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
     if steps_per_epoch == 0:
-        raise ConfigError(f"{len(dataset)} training images give no full batch of {batch_size} per process; "
-                          f"lower batch_size= (e.g. batch_size={max(1, len(dataset) // max(world_size, 2))})")
+        lower = ("lower pk= (P identities x K images)" if cfg.sampler == "pk" else
+                 f"lower batch_size= (e.g. batch_size={max(1, len(dataset) // max(world_size, 2))})")
+        raise ConfigError(f"{len(dataset)} training images give no full batch of {batch_size} per process; {lower}")
     if main_process:  # made once the recipe is known to run: a recipe that fails leaves nothing behind
         out.mkdir(parents=True, exist_ok=True)
         stale = remove_stale_temporaries(out)
         if stale:
             say(f"removed {len(stale)} temporary file(s) of an interrupted checkpoint write in {out}")
+        if not resuming:  # what a run that died before its first checkpoint may have left
+            for name in ("best.safetensors", "metrics.jsonl", "test.json", "summary.json"):
+                (out / name).unlink(missing_ok=True)
 
     optimizer = _optimizer(cfg, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg, steps_per_epoch))
@@ -495,6 +526,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         record = load_checkpoint(out / "last.safetensors", model, optimizer, scheduler)
         start_epoch, best, history = record["epoch"], record.get("best"), record.get("history", [])
         best_epoch = record.get("best_epoch")
+        if best_epoch is None and best is not None:  # a checkpoint written before best_epoch was recorded
+            best_epoch = next((r["epoch"] for r in history if "val" in r
+                               and get_dataset(cfg.val["kind"]).score(r["val"]) == best), None) if cfg.val else None
         if main_process:
             print(f"resumed from {out / 'last.safetensors'} at epoch {start_epoch}")
     train_model = model
@@ -580,16 +614,18 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     if world_size > 1:
         fingerprints = [None] * world_size
         dist.all_gather_object(fingerprints, fingerprint)
-    summary = {"epochs": cfg.epochs, "history": history, "best_mAP": best, "best_epoch": best_epoch,
-               "world_size": world_size, "weights_sha256_per_rank": fingerprints, "output": str(out)}
+    summary = {"epochs": cfg.epochs, "history": history, "best_score": best, "best_mAP": best,
+               "best_epoch": best_epoch, "world_size": world_size, "weights_sha256_per_rank": fingerprints,
+               "output": str(out)}
     if main_process:
         from .io import atomic_write_text
 
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
         weights = out / ("best.safetensors" if best_epoch is not None else "last.safetensors")
         if cfg.test:
             summary["test"] = _test(model, cfg.test, weights, device, amp_dtype)
             atomic_write_text(out / "test.json", json.dumps(summary["test"], indent=2) + "\n")
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+            atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
         _report(cfg, out, summary, history, model_config)
     if world_size > 1:
         dist.destroy_process_group()
@@ -611,8 +647,9 @@ def _validate(model: RNNHA, spec: dict, device: torch.device, amp_dtype) -> dict
     from .data import evaluate_dataset
 
     try:
-        return evaluate_dataset(_predictor(model, device, amp_dtype), spec["kind"], spec["root"],
-                                **spec.get("options", {}))
+        return evaluate_dataset(_predictor(model, device, amp_dtype), spec["kind"], spec["root"], **spec["options"])
+    except DataError as exc:
+        raise DataError(f"{spec['kind']} at {spec['root']}: {exc}") from None
     finally:
         model.train()
 

@@ -103,7 +103,8 @@ def test_every_fragment_is_a_base_and_recipes_hold_only_differences():
         if "base" not in data:
             continue
         base = _read_recipe(recipe.parent / data["base"])
-        same = [k for k, v in data.items() if k != "base" and base.get(k) == v]
+        same = [k for k, v in data.items() if k not in ("base", "model") and base.get(k) == v]
+        same += [f"model.{k}" for k, v in data.get("model", {}).items() if base.get("model", {}).get(k) == v]
         assert not same, f"{recipe.name} repeats its base's {same}"
 
 
@@ -128,19 +129,26 @@ def test_recipe_trains_validates_and_tests_on_its_layout(recipe, workspace, monk
         val = rows[0]["val"]
         assert get_dataset(cfg.val["kind"]).score(val) is not None
         assert (out / "best.safetensors").is_file()
-        if cfg.val["kind"] == "veri":
+        if cfg.val["kind"] == "veri":  # 2 held-out training vehicles x 2 cameras, each image a query
             assert val["num_valid_queries"] == 4 and 0 < val["mAP"] <= 100 and "veri_matlab_mAP" in val
             assert "val: VeRi-776 mAP" in printed
         if cfg.val["kind"] == "two-camera":
             assert val["list"] == "val.txt" and val["cam1->cam2"]["num_queries"] == 6
     if cfg.test:
         test = json.loads((out / "test.json").read_text())
-        assert test["kind"] == "vehicleid" and set(test["result"]) == {"test800", "test1600", "test2400"}
-        assert test["result"]["test800"]["repeats"] == 10
-        assert [(r["row"], r["metric"]) for r in test["paper_rows"]] == [
-            (f"VehicleID {name} ({size})", metric) for name, size in
-            (("small", 800), ("medium", 1600), ("large", 2400)) for metric in ("top-1", "top-5")]
-        assert "test: VehicleID small (800) top-1" in printed
+        assert test["weights"] == ("best.safetensors" if cfg.val else "last.safetensors")
+        if cfg.test["kind"] == "vehicleid":
+            assert set(test["result"]) == {"test800", "test1600", "test2400"}
+            assert test["result"]["test800"]["repeats"] == 10
+            assert [(r["row"], r["metric"]) for r in test["paper_rows"]] == [
+                (f"VehicleID {name} ({size})", metric) for name, size in
+                (("small", 800), ("medium", 1600), ("large", 2400)) for metric in ("top-1", "top-5")]
+            assert "test: VehicleID small (800) top-1" in printed
+        if cfg.test["kind"] == "veri":  # the 4 test vehicles' queries against the test images
+            assert test["result"]["num_valid_queries"] == 4
+            assert [(r["row"], r["metric"]) for r in test["paper_rows"]] == [
+                ("VeRi-776", "mAP"), ("VeRi-776", "top-1"), ("VeRi-776", "top-5")]
+            assert "test: VeRi-776 mAP" in printed
 
 
 def _cli(args: list[str], cwd: Path, expect: int = 0) -> subprocess.CompletedProcess:
@@ -152,7 +160,8 @@ def _cli(args: list[str], cwd: Path, expect: int = 0) -> subprocess.CompletedPro
 
 def test_paper_veri_recipe_from_the_command_line(workspace, tmp_path):
     """`python -m rnnha.train --config configs/paper/resnet50_veri.yaml` with data/VeRi beside it:
-    the VeRi protocol every epoch, best.safetensors by validation mAP, then the paper's rows."""
+    the VeRi protocol on held-out training vehicles every epoch, best.safetensors by that mAP, the test
+    protocol on it after training, and `rnnha.evaluate` prints the same test figures as the paper's rows."""
     work = tmp_path / "clone"
     work.mkdir()
     (work / "data").symlink_to(workspace / "data", target_is_directory=True)
@@ -167,34 +176,53 @@ def test_paper_veri_recipe_from_the_command_line(workspace, tmp_path):
     from rnnha.checkpoint import read_checkpoint
 
     assert read_checkpoint(out / "best.safetensors")[1]["epoch"] == summary["best_epoch"]
+    test = json.loads((out / "test.json").read_text())
+    assert test["weights"] == "best.safetensors" and test["kind"] == "veri"
     printed = _cli(["rnnha.evaluate", "--model", str(out / "best.safetensors"), "--dataset", "veri",
                     "--root", "data/VeRi"], work).stdout
     table = printed[printed.index("the paper's rows"):].splitlines()
     assert [line.split()[:2] for line in table[1:]] == [["VeRi-776", "mAP"], ["VeRi-776", "top-1"],
                                                         ["VeRi-776", "top-5"]]
-    assert float(table[1].split()[2]) == pytest.approx(max(scores), abs=0.01)
+    ours = [float(line.split()[2]) for line in table[1:]]
+    assert ours == pytest.approx([test["result"][k] for k in ("mAP", "rank1", "rank5")], abs=0.01)
+    assert table[1].split()[3] == "56.80"  # the paper's figure beside ours (rnnha/paper.py)
 
 
-@pytest.mark.parametrize("case", ["no-weights", "no-data", "wrong-level", "batch"])
+CASES = {  # recipe, extra overrides, what the one line must say
+    "no-weights": ("vggm_veri", [], "python -m rnnha.caffe VGG_CNN_M_1024.caffemodel weights/vgg_cnn_m_1024.safetensors"),
+    "corrupt-weights": ("vggm_veri", [], "is not a readable weights file"),
+    "no-data": ("resnet50_veri", [], "set train.0.root="),
+    "wrong-level": ("resnet50_veri", ["model.level_names=[model,vehicle]"], "set model.level_names="),
+    "batch": ("resnet50_vehicleid", ["batch_size=64"], "lower batch_size="),
+    "test-options": ("resnet50_vehicleid", ["test.options.sizes=[700]"], "test: VehicleID test sizes are [800, 1600, 2400]"),
+    "val-files": ("resnet50_veri", ["val.options.split=query"], "the VeRi protocol scores split 'test'"),
+    "unknown-model": ("resnet50_veri", ["init_from=no-such-model"], "init_from=no-such-model: "),
+    "used-output": ("resnet50_veri", [], "already holds a run (last.safetensors): pass --resume"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
 def test_user_errors_are_one_line_naming_the_key(case, workspace, tmp_path):
+    """A recipe that cannot run stops before training, with one line that says what to change."""
+    recipe, extra, expected = CASES[case]
     work = tmp_path / "w"
     work.mkdir()
     if case != "no-data":
         (work / "data").symlink_to(workspace / "data", target_is_directory=True)
-    recipe = {"no-weights": "vggm_veri", "no-data": "resnet50_veri", "wrong-level": "resnet50_veri",
-              "batch": "resnet50_vehicleid"}[case]
-    extra = {"wrong-level": ["model.level_names=[model,vehicle]"], "batch": ["batch_size=64"]}.get(case, [])
-    proc = _cli(["rnnha.train", "--config", str(CONFIGS / "paper" / f"{recipe}.yaml"),
-                 *[o for o in QUICK if not o.startswith("batch_size") or case != "batch"],
+    if case == "corrupt-weights":
+        (work / "weights").mkdir()
+        (work / "weights" / "vgg_cnn_m_1024.safetensors").write_bytes(b"not safetensors")
+    if case == "used-output":
+        (work / "runs" / "resnet50_veri").mkdir(parents=True)
+        (work / "runs" / "resnet50_veri" / "last.safetensors").write_bytes(b"an earlier run")
+    small = [o for o in QUICK if not (case == "batch" and o.startswith("batch_size"))]
+    proc = _cli(["rnnha.train", "--config", str(CONFIGS / "paper" / f"{recipe}.yaml"), *small,
                  "model.pretrained_backbone=false", *extra], work, expect=1)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr
-    expected = {"no-weights": "python -m rnnha.caffe VGG_CNN_M_1024.caffemodel weights/vgg_cnn_m_1024.safetensors",
-                "no-data": "set train.0.root=",
-                "wrong-level": "set model.level_names=",
-                "batch": "lower batch_size="}[case]
     assert expected in lines[0]
-    assert not (work / "runs").exists()  # stopped before training, and left nothing behind
+    runs = sorted(str(p.relative_to(work)) for p in (work / "runs").rglob("*")) if (work / "runs").exists() else []
+    assert runs == (["runs/resnet50_veri", "runs/resnet50_veri/last.safetensors"] if case == "used-output" else [])
 
 
 def test_init_from_default_fine_tunes_the_shipped_architecture(workspace, monkeypatch, capsys):

@@ -199,3 +199,19 @@ def test_init_from_keeps_what_fits_and_refits_new_identities(tmp_path):
     with pytest.raises(ConfigError, match="not a readable"):
         (tmp_path / "junk.safetensors").write_bytes(b"junk")
         initialise_from(make(["a", "b", "c"]), tmp_path / "junk.safetensors")
+
+
+def test_init_from_moves_a_classifier_to_the_level_of_the_same_name():
+    """Source levels [model, vehicle], recipe levels [vehicle] with the same vehicles: the source's
+    second classifier is the recipe's first; the model classifier (same size, other classes) is not."""
+    from rnnha import RNNHA, RNNHAConfig
+    from rnnha.train import Source, initialise_from
+
+    torch.manual_seed(0)
+    source = RNNHA(RNNHAConfig(head="bnneck", num_classes=[3, 3], level_names=["model", "vehicle"],
+                               class_names=[["m1", "m2", "m3"], ["a", "b", "c"]]))
+    target = RNNHA(RNNHAConfig(head="bnneck", num_classes=[3], level_names=["vehicle"],
+                               class_names=[["a", "b", "c"]]))
+    fresh = initialise_from(target, Source(source.state_dict(), source.config, "source"))
+    assert not any(name.startswith("head.classifiers.") for name in fresh)
+    assert torch.equal(target.state_dict()["head.classifiers.0.weight"], source.state_dict()["head.classifiers.1.weight"])

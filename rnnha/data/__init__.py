@@ -11,10 +11,10 @@ indices; `ReidDataset` is the torch side.
 from __future__ import annotations
 
 from .base import DataError, LabelSpace, PKSampler, ReidDataset, Sample, split_per_class
-from .registry import (DATASET_KINDS, DatasetKind, DatasetSpec, evaluate_dataset, get_dataset, list_datasets,
-                       load_dataset, load_specs, register_dataset)
+from .registry import (DATASET_KINDS, DatasetKind, DatasetSpec, check_dataset, evaluate_dataset, get_dataset,
+                       list_datasets, load_dataset, load_specs, register_dataset)
 from . import veri, vehicleid, two_camera, stanford_cars, csv_folder  # noqa: E402,F401  (they register)
 
 __all__ = ["Sample", "LabelSpace", "ReidDataset", "PKSampler", "DataError", "split_per_class",
            "DATASET_KINDS", "DatasetKind", "DatasetSpec", "register_dataset", "get_dataset", "list_datasets",
-           "load_dataset", "evaluate_dataset", "load_specs"]
+           "load_dataset", "evaluate_dataset", "check_dataset", "load_specs"]

@@ -65,6 +65,10 @@ def evaluate(predictor, file: str | Path, flip: bool = False, level: str | None 
     return {**reid_metrics(similarity, ids, ids, cams, cams), **coarse_if_labelled(predictor, samples, features)}
 
 
+def check(file: str | Path, level: str | None = None) -> None:
+    load(file)
+
+
 KIND = register_dataset(DatasetKind(
-    "csv", load, evaluate,
+    "csv", load, evaluate, check=check,
     protocol="every labelled image a query against all the others, itself and same-camera views removed"))

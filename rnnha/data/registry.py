@@ -14,7 +14,7 @@ from typing import Callable
 from .base import DataError, Sample
 
 __all__ = ["DatasetKind", "register_dataset", "get_dataset", "list_datasets", "DATASET_KINDS",
-           "load_dataset", "evaluate_dataset", "DatasetSpec", "load_specs"]
+           "load_dataset", "evaluate_dataset", "check_dataset", "DatasetSpec", "load_specs"]
 
 
 def _default_score(result: dict) -> float | None:
@@ -35,6 +35,8 @@ class DatasetKind:
     evaluate(predictor, root, flip=False, **options) -> dict: the kind's protocol, figures in percent.
     score(result) -> float: the figure that ranks checkpoints when this kind validates a training run.
     rows(result) -> [(row, metric, value)]: the figures as the paper's tables print them.
+    check(root, **options): reads what evaluate would read and raises DataError if it cannot, so that a
+    training run stops before its first epoch rather than at its first validation or after its last.
     """
 
     name: str
@@ -44,6 +46,7 @@ class DatasetKind:
     splits: tuple[str, ...] = ()
     score: Callable[[dict], float | None] = field(default=_default_score)
     rows: Callable[[dict], list[tuple[str, str, float]]] = field(default=_default_rows)
+    check: Callable[..., None] | None = None
 
 
 DATASET_KINDS: dict[str, DatasetKind] = {}
@@ -67,7 +70,8 @@ def get_dataset(name: str) -> DatasetKind:
         raise DataError(f"unknown dataset kind {name!r}; choose one of {', '.join(DATASET_KINDS)}") from None
 
 
-def _call(fn: Callable, kind: str, *args, **options):
+def _bind(fn: Callable, kind: str, *args, **options) -> None:
+    """DataError unless fn(*args, **options) is a valid call (the options are ones it takes)."""
     try:
         inspect.signature(fn).bind(*args, **options)
     except TypeError as exc:
@@ -75,6 +79,10 @@ def _call(fn: Callable, kind: str, *args, **options):
         shown = {k: v for k, v in options.items() if k != "flip"}
         raise DataError(f"bad options {shown} for dataset kind {kind!r} ({exc}); it takes "
                         f"{', '.join(takes) or 'no options'}") from None
+
+
+def _call(fn: Callable, kind: str, *args, **options):
+    _bind(fn, kind, *args, **options)
     return fn(*args, **options)
 
 
@@ -85,6 +93,15 @@ def load_dataset(kind: str, root: str | Path, **options) -> list[Sample]:
 def evaluate_dataset(predictor, kind: str, root: str | Path, flip: bool = False, **options) -> dict:
     """`kind`'s protocol on the dataset at `root` (options as its evaluate takes them)."""
     return _call(get_dataset(kind).evaluate, kind, predictor, Path(root), flip=flip, **options)
+
+
+def check_dataset(kind: str, root: str | Path, **options) -> None:
+    """Fail now if `kind`'s protocol could not run on `root` with `options` (unknown options, missing
+    files); what a training run does for its `val:` and `test:` before it starts."""
+    dataset = get_dataset(kind)
+    _bind(dataset.evaluate, kind, None, Path(root), **options)
+    if dataset.check is not None:
+        _call(dataset.check, kind, Path(root), **options)
 
 
 @dataclass

@@ -39,11 +39,16 @@ def evaluate(predictor, root: str | Path, flip: bool = False, subset: str = "hol
     return {"subset": subset, **coarse_accuracy(predictor, samples, level, flip=flip)}
 
 
+def check(root: str | Path, subset: str = "holdout", level: str = "model", csv_file: str = "labels.csv",
+          holdout_fraction: float = 0.1, seed: int = 0) -> None:
+    load(root, csv_file, subset, holdout_fraction, seed)
+
+
 def rows(result: dict) -> list[tuple[str, str, float]]:
     return [("Stanford Cars " + result["subset"], "top-1", result["top1"]),
             ("Stanford Cars " + result["subset"], "top-5", result["top5"])]
 
 
 KIND = register_dataset(DatasetKind(
-    "stanford-cars", load, evaluate, splits=SUBSETS, rows=rows,
+    "stanford-cars", load, evaluate, check=check, splits=SUBSETS, rows=rows,
     protocol="car-model top-1 / top-5 on the held-out 10 % of every Stanford Cars class (seed 0)"))

@@ -68,15 +68,21 @@ def evaluate_samples(predictor, samples, flip: bool = False) -> dict:
     return result
 
 
+def _protocol_list(root: Path, list_file: str | None) -> str | None:
+    return "val.txt" if list_file is None and (root / "val.txt").is_file() else list_file
+
+
+def check(root: str | Path, list_file: str | None = None) -> None:
+    load(root, list_file=_protocol_list(Path(root), list_file))
+
+
 def evaluate(predictor, root: str | Path, flip: bool = False, list_file: str | None = None) -> dict:
     """The validation vehicles (val.txt when the folder has one: never trained on) or `list_file`."""
-    root = Path(root)
-    if list_file is None and (root / "val.txt").is_file():
-        list_file = "val.txt"
+    list_file = _protocol_list(Path(root), list_file)
     return {"list": list_file, **evaluate_samples(predictor, load(root, list_file=list_file), flip)}
 
 
 KIND = register_dataset(DatasetKind(
-    "two-camera", load, evaluate, splits=("train.txt", "val.txt"),
+    "two-camera", load, evaluate, check=check, splits=("train.txt", "val.txt"),
     protocol="two-camera folder, val.txt by default: cam1 queries vs the cam2 gallery and the reverse, "
              "mean of both; cosine similarity; mAP (non-interpolated), CMC, mINP in percent"))

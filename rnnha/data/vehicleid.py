@@ -63,6 +63,19 @@ def load(root: str | Path, split: str = "train", drop_unlabelled: bool = False,
     return samples
 
 
+def _sizes(sizes) -> list[int]:
+    sizes = [int(s) for s in ([sizes] if isinstance(sizes, (int, str)) else sizes)]
+    wrong = [s for s in sizes if s not in SIZES]
+    if wrong or not sizes:
+        raise DataError(f"VehicleID test sizes are {list(SIZES)}, got {wrong or sizes}")
+    return sizes
+
+
+def check(root: str | Path, sizes=SIZES, repeats: int = 10, seed: int = 0, skip_missing: bool = False) -> None:
+    for size in _sizes(sizes):
+        load(root, split=f"test{size}", skip_missing=skip_missing)
+
+
 def evaluate(predictor, root: str | Path, flip: bool = False, sizes=SIZES, repeats: int = 10, seed: int = 0,
              skip_missing: bool = False) -> dict:
     """Each test size: one randomly chosen image per vehicle is the gallery, the others are queries;
@@ -71,9 +84,7 @@ def evaluate(predictor, root: str | Path, flip: bool = False, sizes=SIZES, repea
     from ..protocols import extract, vehicle_ids
 
     result = {}
-    for size in [int(s) for s in ([sizes] if isinstance(sizes, (int, str)) else sizes)]:
-        if size not in SIZES:
-            raise DataError(f"VehicleID test sizes are {list(SIZES)}, got {size}")
+    for size in _sizes(sizes):
         samples = load(root, split=f"test{size}", skip_missing=skip_missing)
         features = extract(predictor, samples, flip, desc=f"test{size}")
         result[f"test{size}"] = vehicleid_metrics(features.embeddings, vehicle_ids(samples), repeats=repeats,
@@ -97,5 +108,5 @@ def rows(result: dict) -> list[tuple[str, str, float]]:
 
 
 KIND = register_dataset(DatasetKind(
-    "vehicleid", load, evaluate, splits=tuple(SPLITS), score=score, rows=rows,
+    "vehicleid", load, evaluate, check=check, splits=tuple(SPLITS), score=score, rows=rows,
     protocol="VehicleID test 800/1600/2400, one random gallery image per vehicle, 10 repeats (seeds 0-9)"))

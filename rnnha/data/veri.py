@@ -6,11 +6,17 @@
                                                colorID=".." typeID=".."/>
 
 Coarse level: typeID (the paper's VeRi coarse level). The query and test splits share test_label.xml.
+
+VeRi has no validation split. `val_fraction` holds out that share of the training vehicles (at least
+two, chosen by `seed`): split "train" then leaves them out and split "val" is their images, which the
+same protocol scores (every image a query against the others; same vehicle and camera is junk), so that
+checkpoints are chosen without looking at the test set.
 """
 from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+import random
 from pathlib import Path
 
 from .base import DataError, Sample
@@ -36,10 +42,16 @@ def read_label_xml(path: Path) -> dict[str, dict[str, str]]:
     return {item.attrib["imageName"]: dict(item.attrib) for item in root.iter("Item")}
 
 
-def load(root: str | Path, split: str = "train") -> list[Sample]:
+def load(root: str | Path, split: str = "train", val_fraction: float = 0.0, seed: int = 0) -> list[Sample]:
     root = Path(root)
-    if split not in SPLITS:
-        raise DataError(f"VeRi split must be one of {list(SPLITS)}, got {split!r}")
+    if split not in (*SPLITS, "val"):
+        raise DataError(f"VeRi split must be one of {[*SPLITS, 'val']}, got {split!r}")
+    if split in ("train", "val") and val_fraction:
+        samples = load(root, "train")
+        held = held_out_vehicles(samples, val_fraction, seed)
+        return [s for s in samples if (s.labels["vehicle"] in held) == (split == "val")]
+    if split == "val":
+        raise DataError("VeRi split 'val' needs val_fraction > 0 (the share of training vehicles held out)")
     folder, names_file, xml_file = SPLITS[split]
     if not (root / names_file).is_file():
         raise DataError(f"{root / names_file} is missing; is {root} the VeRi-776 folder (image_train/, name_train.txt, ...)?")
@@ -60,15 +72,39 @@ def load(root: str | Path, split: str = "train") -> list[Sample]:
     return samples
 
 
-def evaluate(predictor, root: str | Path, flip: bool = False) -> dict:
+def held_out_vehicles(samples: list[Sample], fraction: float, seed: int) -> set[str]:
+    vehicles = sorted({s.labels["vehicle"] for s in samples}, key=int)
+    if not 0 < fraction < 1 or len(vehicles) < 4:
+        raise DataError(f"val_fraction must be in (0, 1) with at least 4 training vehicles; got {fraction} "
+                        f"of {len(vehicles)}")
+    return set(random.Random(seed).sample(vehicles, max(2, round(len(vehicles) * fraction))))
+
+
+def _protocol_sets(root: Path, split: str, val_fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    if split == "test":
+        return load(root, "query"), load(root, "test")
+    if split == "val":
+        held = load(root, "val", val_fraction, seed)
+        return held, held
+    raise DataError(f"the VeRi protocol scores split 'test' (query vs test) or 'val', got {split!r}")
+
+
+def check(root: str | Path, split: str = "test", val_fraction: float = 0.0, seed: int = 0) -> None:
+    _protocol_sets(Path(root), split, val_fraction, seed)
+
+
+def evaluate(predictor, root: str | Path, flip: bool = False, split: str = "test", val_fraction: float = 0.0,
+             seed: int = 0) -> dict:
     """Image-to-track protocol: each query image against the whole test set; the test images of the
     query's vehicle from the query's camera are junk. CMC, mAP and mINP (torchreid / fast-reid), and
-    VeRi's official MATLAB-style AP as `veri_matlab_mAP`."""
+    VeRi's official MATLAB-style AP as `veri_matlab_mAP`. split="val": the held-out training vehicles'
+    images, each a query against the others, under the same rule (the query itself is junk too)."""
     from ..metrics import veri_matlab_metrics
     from ..protocols import cameras, extract, reid_between, vehicle_ids
 
-    query, gallery = load(root, split="query"), load(root, split="test")
-    q, g = extract(predictor, query, flip, desc="query"), extract(predictor, gallery, flip, desc="gallery")
+    query, gallery = _protocol_sets(Path(root), split, val_fraction, seed)
+    q = extract(predictor, query, flip, desc="query")
+    g = q if gallery is query else extract(predictor, gallery, flip, desc="gallery")
     result = reid_between(q, g, query, gallery)
     official = veri_matlab_metrics(q.embeddings @ g.embeddings.T, vehicle_ids(query), vehicle_ids(gallery),
                                    cameras(query), cameras(gallery))
@@ -82,6 +118,6 @@ def rows(result: dict) -> list[tuple[str, str, float]]:
 
 
 KIND = register_dataset(DatasetKind(
-    "veri", load, evaluate, splits=tuple(SPLITS), rows=rows,
+    "veri", load, evaluate, check=check, splits=(*SPLITS, "val"), rows=rows,
     protocol="VeRi-776 query vs test, same-vehicle same-camera gallery images removed as junk (torchreid / "
              "fast-reid protocol); veri_matlab_mAP is the official MATLAB-style AP"))
