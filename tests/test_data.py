@@ -81,7 +81,11 @@ def test_veri_layout_loads(veri_folder):
     query = load_dataset("veri", veri_folder, split="query")
     assert [s.camera for s in query] == ["3", "1"] and query[1].labels["vehicle"] == "6"
     with pytest.raises(DataError, match="split must be one of"):
+        load_dataset("veri", veri_folder, split="validation")
+    with pytest.raises(DataError, match="split 'val' needs val_fraction > 0"):
         load_dataset("veri", veri_folder, split="val")
+    with pytest.raises(DataError, match="at least 4 training vehicles"):  # this folder trains 2
+        load_dataset("veri", veri_folder, split="val", val_fraction=0.5)
 
 
 def test_veri_protocol_runs_on_the_layout(veri_folder):
@@ -229,3 +233,20 @@ def test_a_new_dataset_kind_is_one_registration(khoa_root, capsys, monkeypatch):
         assert "toy" in capsys.readouterr().out
     finally:
         DATASET_KINDS.pop("toy", None)
+
+
+def test_veri_validation_holds_out_training_vehicles(tmp_path, khoa_root):
+    """split "val" is the held-out vehicles' training images, split "train" the rest: disjoint, complete,
+    and the same for a seed."""
+    import layouts
+
+    layouts.write_veri(tmp_path / "VeRi", khoa_root, train_vehicles=20)
+    everything = load_dataset("veri", tmp_path / "VeRi", split="train")
+    train = load_dataset("veri", tmp_path / "VeRi", split="train", val_fraction=0.1)
+    val = load_dataset("veri", tmp_path / "VeRi", split="val", val_fraction=0.1)
+    vehicles = {s.labels["vehicle"] for s in val}
+    assert len(vehicles) == 2 and not vehicles & {s.labels["vehicle"] for s in train}
+    assert sorted(map(str, train + val)) == sorted(map(str, everything))
+    assert val == load_dataset("veri", tmp_path / "VeRi", split="val", val_fraction=0.1)
+    assert {s.labels["vehicle"] for s in load_dataset("veri", tmp_path / "VeRi", split="val", val_fraction=0.1,
+                                                      seed=1)} != vehicles
