@@ -156,7 +156,7 @@ def service(model: str, mine: UserGallery | None = None) -> ReidService:
         raise gr.Error("Your gallery has expired: upload it again, or use the shipped gallery.")
     predictor = _predictor(model)
     gallery = _gallery(model, mine.items if mine else _default_items())
-    return ReidService(predictor, gallery, metadata=predictor.metadata)
+    return ReidService(predictor, gallery)
 
 
 def _uploads_dir() -> Path:

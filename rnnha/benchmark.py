@@ -34,9 +34,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", help="cpu, cuda ... (default: best available)")
     args = parser.parse_args(argv)
-    from .evaluate import load_predictor
+    from zoo import load_model  # the command line resolves model names through the catalogue
 
-    base = load_predictor(args.model, device=args.device)
+    base = load_model(args.model, device=args.device)
     size = base.transform.transforms[0].size
     batch = torch.randn(args.batch, 3, *size)
     dtypes = [torch.float32]

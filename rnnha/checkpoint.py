@@ -12,7 +12,8 @@ import torch
 
 from .io import atomic_save_safetensors
 
-__all__ = ["save_checkpoint", "load_checkpoint", "CheckpointError", "weights_sha256"]
+__all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint", "model_state", "model_from_checkpoint",
+           "CheckpointError", "weights_sha256"]
 
 
 class CheckpointError(ValueError):
@@ -107,6 +108,16 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
 
 def model_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
+
+
+def model_from_checkpoint(path: str | Path):
+    """The model of a training checkpoint (its architecture from the record, its weights strictly)."""
+    from .model import RNNHA, RNNHAConfig
+
+    tensors, record = read_checkpoint(path)
+    model = RNNHA(RNNHAConfig.from_dict(record["model_config"]))
+    model.load_state_dict(model_state(tensors), strict=True)
+    return model.eval()
 
 
 def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer=None, scheduler=None,

@@ -26,7 +26,7 @@ from .predictor import Predictor
 from .protocols import Features, coarse_accuracy as evaluate_coarse, extract, image_batches
 
 __all__ = ["protocol", "Features", "extract", "image_batches", "evaluate", "evaluate_two_camera",
-           "evaluate_veri", "evaluate_vehicleid", "evaluate_coarse", "paper_rows", "load_predictor", "main"]
+           "evaluate_veri", "evaluate_vehicleid", "evaluate_coarse", "paper_rows", "main"]
 
 
 def protocol(kind: str) -> str:
@@ -48,29 +48,6 @@ def paper_rows(kind: str, result: dict, backbone: str | None = None,
     return [{"row": row, "metric": metric, "ours": round(float(value), 2),
              "paper": published(kind, backbone, input_size, row, metric)}
             for row, metric, value in get_dataset(kind).rows(result)]
-
-
-def load_predictor(name_or_path: str, device=None) -> Predictor:
-    """A zoo name, an exported folder or Hub id (via the zoo), a training checkpoint file, or
-    `imagenet:BACKBONE`: the zero-shot baseline, the backbone's ImageNet GAP feature (no training)."""
-    if name_or_path.startswith("imagenet:"):
-        from .model import RNNHA, RNNHAConfig
-
-        config = RNNHAConfig(backbone=name_or_path.split(":", 1)[1], head="bnneck", num_classes=[1],
-                             level_names=["vehicle"], pretrained_backbone=True)
-        return Predictor(RNNHA(config), device=device)
-    path = Path(name_or_path)
-    if path.suffix == ".safetensors":
-        from .checkpoint import model_state, read_checkpoint
-        from .model import RNNHA, RNNHAConfig
-
-        tensors, record = read_checkpoint(path)
-        model = RNNHA(RNNHAConfig.from_dict(record["model_config"]))
-        model.load_state_dict(model_state(tensors), strict=True)
-        return Predictor(model, device=device)
-    from zoo import load_model  # outer ring, imported only here in the CLI path
-
-    return load_model(name_or_path, device=device)
 
 
 def _format(result: dict, indent: str = "") -> str:
@@ -121,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     named = {"list_file": args.list_file, "subset": args.subset, "level": args.level}
     try:
         options = {**{k: v for k, v in named.items() if v is not None}, **_options(args.option)}
-        predictor = load_predictor(args.model, device=args.device)
+        from zoo import load_model  # the command line resolves model names through the catalogue
+
+        predictor = load_model(args.model, device=args.device)
         result = evaluate(predictor, args.dataset, args.root, args.flip, **options)
         config = predictor.model.config
         size = config.input_size[0] if isinstance(config.input_size, list) else config.input_size

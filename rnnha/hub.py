@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .export import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
+from .pretrained import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
 
 __all__ = ["HubError", "download_folder", "push_folder", "push_space"]
 

@@ -283,6 +283,30 @@ class RNNHA(nn.Module):
         self.backbone = create_backbone(config.backbone, pretrained=config.pretrained_backbone)
         head = RNNHAHead if config.head == "rnnha" else BNNeckHead
         self.head = head(config, self.backbone.feature_dim)
+        self.info = None  # a model folder's ModelInfo (threshold, metrics, licence), when loaded from one
+
+    # the Hub's convention; the folder format is rnnha.pretrained's
+    @classmethod
+    def from_pretrained(cls, folder_or_repo: str | Path, revision: str | None = None, sha256: str | None = None,
+                        cache_dir: str | Path | None = None) -> "RNNHA":
+        """A model folder, or a Hub repo `ORG/NAME` (downloaded to huggingface_hub's cache)."""
+        from .pretrained import from_pretrained
+
+        return from_pretrained(folder_or_repo, revision, sha256, cache_dir)[0]
+
+    def save_pretrained(self, folder: str | Path, dtype: torch.dtype = torch.float32, info=None,
+                        card: str | None = None) -> Path:
+        """config.json + model.safetensors (+ README.md) in `folder`."""
+        from .pretrained import save_pretrained
+
+        return save_pretrained(self, folder, dtype, info, card)
+
+    def push_to_hub(self, repo_id: str, private: bool = False, token: str | None = None,
+                    revision: str | None = None, dtype: torch.dtype = torch.float32, info=None) -> str:
+        """Upload the model folder, with a model card, to a Hub model repo; returns its URL."""
+        from .pretrained import push_to_hub
+
+        return push_to_hub(self, repo_id, private, token, revision, dtype, info)
 
     @property
     def embedding_dim(self) -> int:

@@ -53,8 +53,12 @@ class Predictor:
         self.config = model.config
         self.transform = eval_transform(self.config)
         self.batch_size = batch_size
-        self.metadata: dict = {}  # the model folder's config.json when loaded from the zoo
         self.entry = None  # the zoo entry it came from, if any
+
+    @property
+    def info(self):
+        """The model folder's ModelInfo (threshold, metrics, licence), or None for a model not loaded from one."""
+        return getattr(self.model, "info", None)
 
     def __repr__(self) -> str:
         return (f"Predictor({self.config.variant}, backbone={self.config.backbone}, "

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import DataError, Sample, load_dataset
-from .evaluate import image_batches, load_predictor
+from .protocols import image_batches
 from .predictor import Predictor
 
 __all__ = ["backbone_features", "fit_linear_probe", "linear_probe", "main"]
@@ -82,11 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: best available)")
     args = parser.parse_args(argv)
     try:
-        predictor = load_predictor(args.model, device=args.device)
+        from zoo import load_model  # the command line resolves model names through the catalogue
+
+        predictor = load_model(args.model, device=args.device)
         train = load_dataset("stanford-cars", args.root, subset="train")
         test = load_dataset("stanford-cars", args.root, subset="holdout")
         result = linear_probe(predictor, train, test, "model", args.weight_decay)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, LookupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps({"model": args.model, "dataset": "stanford-cars", "train": "train", "test": "holdout", **result}))

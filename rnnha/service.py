@@ -5,7 +5,7 @@ Work per request is bounded: every image is decoded at most DISPLAY_SIDE pixels 
 at reduced size, see rnnha.images), embedded from that, and its overlay drawn at that size."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
@@ -52,16 +52,16 @@ class ReidService:
     gallery: Gallery
     cmap: str = "inferno"
     alpha: float = 0.5
-    metadata: dict = field(default_factory=dict)
 
     @property
     def threshold(self) -> float | None:
-        value = self.metadata.get("same_vehicle_threshold")
-        return float(value) if value is not None else None
+        info = self.predictor.info
+        return float(info.threshold) if info is not None and info.threshold is not None else None
 
     @property
     def threshold_source(self) -> str:
-        return self.metadata.get("threshold_source", "")
+        info = self.predictor.info
+        return info.threshold_source if info is not None else ""
 
     @property
     def coarse_level(self) -> int:

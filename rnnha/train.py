@@ -31,7 +31,8 @@ from .io import remove_stale_temporaries
 from .model import IGNORE_INDEX, RNNHA, RNNHAConfig
 from .transforms import train_transform
 
-__all__ = ["TrainConfig", "ConfigError", "train", "initialise_from", "main"]
+__all__ = ["TrainConfig", "ConfigError", "Source", "read_source", "source_from_model", "train", "initialise_from",
+           "main"]
 
 
 @dataclass
@@ -266,37 +267,28 @@ class Source:
 
 
 def read_source(init_from: str) -> Source:
-    """A training checkpoint (.safetensors), a model folder, a zoo name or hf-hub:ORG/NAME; relative
-    paths resolve from the working directory."""
+    """A training checkpoint (.safetensors) or a model folder; relative paths resolve from the working
+    directory. Model names (a zoo name, hf-hub:ORG/NAME) are the catalogue's to resolve: the command
+    line does it (`init_from=default`), and in Python `source_from_model(zoo.load_model(NAME).model, NAME)`."""
     from .checkpoint import CheckpointError, model_state, read_checkpoint
-    from .export import ModelLoadError, load_pretrained
+    from .pretrained import ModelLoadError, load_pretrained
 
     path = Path(init_from).expanduser()
-    is_hub = init_from.startswith("hf-hub:")
     try:
-        if not is_hub and path.is_dir():
+        if path.is_dir():
             model, _ = load_pretrained(path)
             return Source(model.state_dict(), model.config, str(path))
-        if not is_hub and path.is_file():
+        if path.is_file():
             tensors, record = read_checkpoint(path)
             return Source(model_state(tensors), RNNHAConfig.from_dict(record["model_config"]), str(path))
     except (CheckpointError, ModelLoadError) as exc:
         raise ConfigError(f"init_from={init_from}: {exc}") from None
-    if not is_hub and (path.suffix == ".safetensors" or "/" in init_from or "\\" in init_from):
-        raise ConfigError(f"init_from={init_from}: no checkpoint or model folder at {path.absolute()} "
-                          "(relative paths start from the working directory)")
-    try:
-        from zoo import resolve  # a zoo name or hf-hub:ORG/NAME: the catalogue resolves it to a folder
-    except ImportError:
-        raise ConfigError(f"init_from={init_from}: not a file or folder, and the zoo package is not "
-                          "installed to resolve model names") from None
-    try:
-        entry = resolve(init_from)
-        folder = entry.folder()
-        model, _ = load_pretrained(folder, sha256=entry.source.sha256)
-    except (LookupError, ValueError, OSError) as exc:  # zoo.ZooError is a LookupError
-        raise ConfigError(f"init_from={init_from}: {exc}") from None
-    return Source(model.state_dict(), model.config, f"{init_from} ({folder})")
+    raise ConfigError(f"init_from={init_from}: no checkpoint or model folder at {path.absolute()} (relative paths "
+                      "start from the working directory; model names resolve on the command line)")
+
+
+def source_from_model(model: RNNHA, where: str) -> Source:
+    return Source(model.state_dict(), model.config, where)
 
 
 def build_model_config(cfg: TrainConfig, labels: LabelSpace, source: RNNHAConfig | None = None) -> RNNHAConfig:
@@ -438,8 +430,9 @@ def _check_backbone_weights(cfg: TrainConfig) -> None:
                           "Or train from random weights with backbone_weights=null.")
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> dict:
-    """Run the recipe; returns the summary written to OUTPUT/summary.json."""
+def train(cfg: TrainConfig, resume: bool = False, source: Source | None = None) -> dict:
+    """Run the recipe; returns the summary written to OUTPUT/summary.json. `source`, when given, is the
+    model that `cfg.init_from` names, already resolved (the command line resolves zoo names)."""
     from tqdm import tqdm
 
     for key, spec in [(f"train.{i}", s) for i, s in enumerate(cfg.train)] + [("val", cfg.val), ("test", cfg.test)]:
@@ -452,7 +445,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     backbone_weights = cfg.backbone_weights if not (resuming or cfg.init_from) else None
     if backbone_weights:
         _check_backbone_weights(cfg)
-    source = read_source(cfg.init_from) if cfg.init_from and not resuming else None
+    if resuming:
+        source = None
+    elif source is None and cfg.init_from:
+        source = read_source(cfg.init_from)
     # the architecture: the source's when fine-tuning; on --resume the checkpoint's (init_from included)
     architecture = source.config if source else _checkpoint_config(out / "last.safetensors") if resuming else None
     rank, world_size, device = _init_distributed()
@@ -701,9 +697,26 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         cfg = TrainConfig.from_file(args.config, args.overrides)
-        train(cfg, resume=args.resume)
+        resuming = args.resume and (Path(cfg.output) / "last.safetensors").is_file()
+        train(cfg, resume=args.resume, source=None if resuming else _named_source(cfg.init_from))
     except (ConfigError, DataError, BackboneError, CheckpointError, ImageError) as exc:
         raise SystemExit(f"error: {exc}") from None  # one line that says what to change, no traceback
+
+
+def _named_source(init_from: str | None) -> Source | None:
+    """init_from as a zoo name or hf-hub:ORG/NAME, resolved through the catalogue (the command line is
+    the outer ring: the library itself reads only files)."""
+    if not init_from or (Path(init_from).expanduser().exists() and not init_from.startswith("hf-hub:")):
+        return None
+    try:
+        from zoo import resolve
+    except ImportError:
+        return None  # read_source says what is wrong
+    try:
+        entry = resolve(init_from)
+        return source_from_model(entry.build(), f"{init_from} ({entry.source.describe()})")
+    except (LookupError, ValueError, OSError) as exc:  # zoo.ZooError is a LookupError
+        raise ConfigError(f"init_from={init_from}: {exc}") from None
 
 
 if __name__ == "__main__":

@@ -204,7 +204,7 @@ def test_an_operator_may_allow_hub_models(monkeypatch, tmp_path):
     import app
     from hubserver import HubServer, hub_env
     from rnnha import RNNHA, RNNHAConfig
-    from rnnha.export import save_pretrained
+    from rnnha.pretrained import save_pretrained
 
     torch.manual_seed(0)
     model = RNNHA(RNNHAConfig(num_classes=[3, 4], hidden_size=32, input_size=64)).eval()

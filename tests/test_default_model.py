@@ -28,7 +28,7 @@ def predictor(document):
 def test_shipped_as_the_zoo_format(document):
     from huggingface_hub import ModelCard
 
-    from rnnha.export import sha256_file
+    from rnnha.pretrained import sha256_file
 
     weights = FOLDER / "model.safetensors"
     assert weights.stat().st_size < 25_000_000

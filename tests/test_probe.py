@@ -22,7 +22,7 @@ def test_probe_separates_what_is_separable_and_nothing_else():
 def test_probe_reads_vehicle_types_from_imagenet_features(khoa_root):
     """Zero-shot ImageNet features tell motorcycles, cars, trucks and buses apart: a probe fitted on
     camera-1 images of every 6th train vehicle beats the majority class on their camera-2 images."""
-    from rnnha.evaluate import load_predictor
+    from zoo import load_model
 
     samples = load_dataset("two-camera", khoa_root, list_file="train.txt")
     vehicles = sorted({s.labels["vehicle"] for s in samples})[::6]
@@ -30,7 +30,7 @@ def test_probe_reads_vehicle_types_from_imagenet_features(khoa_root):
     train = [s for s in chosen if s.camera == "1"]
     test = [s for s in chosen if s.camera == "2"]
     assert len(train) == len(test) == len(vehicles) == 68
-    predictor = load_predictor("imagenet:efficientnet_lite0", device="cpu")
+    predictor = load_model("imagenet:efficientnet_lite0", device="cpu")
     result = linear_probe(predictor, train, test, level="type", progress=False)
     labels = [s.labels["type"] for s in test]
     majority = 100 * max(labels.count(t) for t in set(labels)) / len(labels)

@@ -230,9 +230,11 @@ def test_init_from_default_fine_tunes_the_shipped_architecture(workspace, monkey
     width, BN necks, input size ...), every tensor loaded but the classifiers of the new classes."""
     import yaml
 
-    from rnnha.train import (TrainConfig, build_model_config, initialise_from, levels_of, load_training_data,
-                             main, read_source)
     from rnnha import RNNHA
+    from rnnha.errors import ConfigError
+    from rnnha.train import (TrainConfig, build_model_config, initialise_from, levels_of, load_training_data,
+                             main, read_source, source_from_model)
+    from zoo import resolve
 
     if not (REPO / "assets" / "default" / "config.json").is_file():
         pytest.skip("assets/default (the embedded default model) is missing")
@@ -245,7 +247,9 @@ def test_init_from_default_fine_tunes_the_shipped_architecture(workspace, monkey
         "epochs": 1, "batch_size": 4, "max_steps_per_epoch": 1, "workers": 0, "optimizer": "adamw", "lr": 1e-4,
         "output": "runs/finetune_default"}))
     cfg = TrainConfig.from_file(recipe)
-    source = read_source("default")
+    source = source_from_model(resolve("default").build(), "default")
+    with pytest.raises(ConfigError, match="model names resolve on the command line"):
+        read_source("default")  # the library reads files; the command line resolves names
     _, labels, _ = load_training_data(cfg, levels_of(cfg, source.config))
     config = build_model_config(cfg, labels, source.config)
     shipped = source.config.to_dict()

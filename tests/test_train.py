@@ -152,9 +152,9 @@ def test_csv_protocol_never_matches_a_query_with_itself(tmp_path, khoa_root, mon
 
 
 def test_zero_shot_model_is_the_imagenet_gap_feature(khoa_pair):
-    from rnnha.evaluate import load_predictor
+    from zoo import load_model
 
-    predictor = load_predictor("imagenet:efficientnet_lite0", device="cpu")
+    predictor = load_model("imagenet:efficientnet_lite0", device="cpu")
     predictor.dtype = torch.float32
     batch = predictor.preprocess(list(khoa_pair))
     with torch.inference_mode():
@@ -168,7 +168,7 @@ def test_init_from_keeps_what_fits_and_refits_new_identities(tmp_path):
     level whose classes changed; a different backbone is refused."""
     from rnnha import RNNHA, RNNHAConfig
     from rnnha.checkpoint import save_checkpoint
-    from rnnha.export import save_pretrained
+    from rnnha.pretrained import save_pretrained
     from rnnha.train import initialise_from
 
     def make(vehicles, backbone="efficientnet_lite0"):

@@ -11,9 +11,10 @@ import warnings
 import pytest
 import torch
 
+from conftest import REPO
 from hubserver import HubServer, hub_env
 from rnnha import RNNHA, RNNHAConfig
-from rnnha.export import ModelLoadError, load_pretrained, model_card, save_pretrained, sha256_file
+from rnnha.pretrained import ModelInfo, ModelLoadError, load_pretrained, model_card, save_pretrained, sha256_file
 from rnnha.hub import HubError
 from rnnha.predictor import Predictor
 import zoo
@@ -35,7 +36,7 @@ def small_model():
 def folder(small_model, tmp_path_factory):
     path = tmp_path_factory.mktemp("models") / "small"
     card = model_card(small_model.config, "small", {"two-camera": {"mAP": 50.0}}, datasets=["khoa-vehicle-reid"])
-    return save_pretrained(small_model, path, extra={"same_vehicle_threshold": 0.5}, card=card)
+    return save_pretrained(small_model, path, info=ModelInfo(threshold=0.5, threshold_source="a test"), card=card)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,7 @@ def test_folder_round_trip_gives_identical_embeddings(small_model, folder, image
     assert sorted(p.name for p in folder.iterdir()) == sorted(FILES)
     predictor = load_model(folder, device="cpu", dtype=torch.float32)
     assert torch.equal(embed(predictor, images), embed(small_model, images))
-    assert predictor.metadata["same_vehicle_threshold"] == 0.5
+    assert predictor.info.threshold == 0.5 and predictor.info.threshold_source == "a test"
     assert predictor.class_names(0) == ["car", "truck", "bus"]
     assert not predictor.model.training
     top = predictor.predict(images[:1], topk=2)[0].levels["model"]
@@ -308,7 +309,7 @@ def test_export_calibrates_the_threshold_and_records_zoo_metadata(small_model, t
     entry = _from_folder("shipped", out)
     assert entry.training_data.startswith("Stanford Cars") and entry.metrics["two-camera"]["mAP"] == 61.5
     predictor = load_model(out, device="cpu")
-    assert predictor.metadata["same_vehicle_threshold"] == document["same_vehicle_threshold"]
+    assert predictor.info.threshold == document["same_vehicle_threshold"]
     card = (out / "README.md").read_text()
     assert "research use only" in card
     assert ("Trained for 3 epochs on two-camera, starting from the weights of `runs/stage1/last.safetensors`, "
@@ -325,3 +326,42 @@ def test_written_files_get_the_usual_permissions(tmp_path):
     os.umask(umask)
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~umask
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]  # no temporary file left behind
+
+
+def test_rnnha_from_pretrained_save_pretrained_and_push_to_hub(tmp_path, khoa_pair):
+    """The Hub convention on the model class: from_pretrained of the default folder embeds exactly as
+    load_model("default"); save_pretrained / push_to_hub / from_pretrained("ORG/NAME") round-trip the
+    weights and the typed ModelInfo through the tests' Hub server."""
+    from rnnha import RNNHA
+    from rnnha.predictor import Predictor
+    from zoo import load_model
+
+    folder = REPO / "assets" / "default"
+    if not (folder / "config.json").is_file():
+        pytest.skip("assets/default (the embedded default model) is missing")
+    model = RNNHA.from_pretrained(folder)
+    assert model.info.threshold is not None and model.info.license == "other"
+    reference = load_model("default", device="cpu", dtype=torch.float32)
+    ours = Predictor(model, device="cpu", dtype=torch.float32)
+    assert torch.equal(ours.embed(list(khoa_pair)), reference.embed(list(khoa_pair)))
+
+    saved = model.save_pretrained(tmp_path / "copy", dtype=torch.float16)
+    again = RNNHA.from_pretrained(saved)
+    assert again.info.threshold == model.info.threshold and again.info.metrics == model.info.metrics
+    assert again.info.sha256 == sha256_file(saved / "model.safetensors")
+    with HubServer() as server, hub_env(server, tmp_path / "cache"):
+        url = again.push_to_hub("my-org/rnnha-copy", dtype=torch.float16)
+        assert "my-org/rnnha-copy" in url
+        files = server.repo_files("my-org/rnnha-copy")
+        assert sorted(files) == ["README.md", "config.json", "model.safetensors"]
+        pulled = RNNHA.from_pretrained("my-org/rnnha-copy")
+        pinned = RNNHA.from_pretrained(f"hf-hub:my-org/rnnha-copy@{server.resolve('my-org/rnnha-copy')}")
+    import hashlib
+
+    for loaded in (pulled, pinned):  # the same info; its sha256 is that of the bytes pushed
+        assert loaded.info.replace(sha256=None) == again.info.replace(sha256=None)
+        assert loaded.info.sha256 == hashlib.sha256(files["model.safetensors"]).hexdigest()
+        for name, tensor in again.state_dict().items():
+            assert torch.equal(tensor, loaded.state_dict()[name]), name
+    with pytest.raises(ModelLoadError, match="neither a model folder nor a Hub repo id"):
+        RNNHA.from_pretrained(tmp_path / "nothing.safetensors")

@@ -15,11 +15,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable, Iterable, Union
 
-__all__ = ["ZooError", "LocalSource", "HubSource", "ZooEntry", "register_model", "list_models", "get_entry",
+__all__ = ["ZooError", "LocalSource", "HubSource", "CheckpointSource", "ImageNetSource", "ZooEntry", "register_model", "list_models", "get_entry",
            "load_model", "resolve", "ENTRY_POINT_GROUP"]
 
 ENTRY_POINT_GROUP = "rnnha.zoo"
 HUB_PREFIX = "hf-hub:"
+IMAGENET_PREFIX = "imagenet:"
 
 
 class ZooError(LookupError):
@@ -45,7 +46,25 @@ class HubSource:
         return f"{HUB_PREFIX}{self.repo_id}" + (f"@{self.revision}" if self.revision else "")
 
 
-Source = Union[LocalSource, HubSource]
+@dataclass(frozen=True)
+class CheckpointSource:
+    path: str  # a training checkpoint (rnnha.train's last.safetensors / best.safetensors)
+    sha256: None = None
+
+    def describe(self) -> str:
+        return self.path
+
+
+@dataclass(frozen=True)
+class ImageNetSource:
+    backbone: str  # the zero-shot baseline: the backbone's ImageNet GAP feature, no training
+    sha256: None = None
+
+    def describe(self) -> str:
+        return f"{IMAGENET_PREFIX}{self.backbone}"
+
+
+Source = Union[LocalSource, HubSource, CheckpointSource, ImageNetSource]
 
 
 @dataclass(frozen=True)
@@ -64,12 +83,29 @@ class ZooEntry:
             from rnnha.hub import download_folder
 
             return download_folder(self.source.repo_id, self.source.revision, cache_dir)
-        return Path(self.source.folder)
+        if isinstance(self.source, LocalSource):
+            return Path(self.source.folder)
+        raise ZooError(f"{self.name} is a {type(self.source).__name__}, not a model folder")
+
+    def build(self):
+        """The model (rnnha.RNNHA, eval mode, fp32 on the CPU; `.info` from its folder), weights checked."""
+        if isinstance(self.source, ImageNetSource):
+            from rnnha.model import RNNHA, RNNHAConfig
+
+            return RNNHA(RNNHAConfig(backbone=self.source.backbone, head="bnneck", num_classes=[1],
+                                     level_names=["vehicle"], pretrained_backbone=True)).eval()
+        if isinstance(self.source, CheckpointSource):
+            from rnnha.checkpoint import model_from_checkpoint
+
+            return model_from_checkpoint(self.source.path)
+        from rnnha.pretrained import load_pretrained
+
+        return load_pretrained(self.folder(), sha256=self.source.sha256)[0]
 
     @property
     def config(self):
         """The RNNHAConfig (config, preprocessing and label names); downloads config.json if needed."""
-        from rnnha.export import read_folder_config
+        from rnnha.pretrained import read_folder_config
 
         return read_folder_config(self.folder())[0]
 
@@ -163,8 +199,21 @@ def get_entry(name: str) -> ZooEntry:
 
 
 def resolve(name_or_path: str | Path) -> ZooEntry:
-    """A zoo name, `hf-hub:org/name[@revision]`, or a model folder -> an entry."""
+    """The one resolver of strings to models, by explicit prefix or form:
+
+    `hf-hub:ORG/NAME[@REVISION]` a Hub repo; `imagenet:BACKBONE` the zero-shot ImageNet baseline;
+    a folder (config.json + model.safetensors); a `.safetensors` training checkpoint; else a zoo name.
+    """
     text = str(name_or_path)
+    if text.startswith(IMAGENET_PREFIX):
+        from rnnha.backbones import BackboneError, get_backbone_spec
+
+        backbone = text[len(IMAGENET_PREFIX):]
+        try:
+            get_backbone_spec(backbone)
+        except BackboneError as exc:
+            raise ZooError(str(exc)) from None
+        return ZooEntry(name=text, source=ImageNetSource(backbone))
     if text.startswith(HUB_PREFIX):
         repo, _, revision = text[len(HUB_PREFIX):].partition("@")
         if repo.count("/") != 1:
@@ -173,6 +222,10 @@ def resolve(name_or_path: str | Path) -> ZooEntry:
     path = Path(text).expanduser()
     if path.is_dir():
         return ZooEntry(name=path.name, source=LocalSource(str(path)))
+    if path.suffix == ".safetensors":
+        if not path.is_file():
+            raise ZooError(f"no checkpoint at {path}")
+        return ZooEntry(name=path.name, source=CheckpointSource(str(path)))
     if _looks_like_path(text) and text not in _ENTRIES:
         raise ZooError(f"no model folder at {path}")
     return get_entry(text)
@@ -184,13 +237,12 @@ def _looks_like_path(text: str) -> bool:
 
 def load_model(name_or_path: str | Path, device=None, dtype=None, batch_size: int = 32):
     """A ready Predictor: strict weights, eval mode, on CUDA (fp16) if available, else the CPU (bf16
-    where supported). Accepts a zoo name, `hf-hub:org/name[@rev]`, or a model folder."""
-    from rnnha.export import load_pretrained
+    where supported). Accepts what `resolve` does: a zoo name, `hf-hub:org/name[@rev]`, a model folder,
+    a training checkpoint or `imagenet:BACKBONE`."""
     from rnnha.predictor import Predictor
 
     entry = resolve(name_or_path)
-    model, document = load_pretrained(entry.folder(), sha256=entry.source.sha256)
+    model = entry.build()
     predictor = Predictor(model, device=device, dtype=dtype, batch_size=batch_size)
     predictor.entry = entry
-    predictor.metadata = document
     return predictor
