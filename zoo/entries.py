@@ -1,4 +1,5 @@
-"""Built-in entries. The embedded default model lives in assets/default (registered once it is there)."""
+"""Built-in entries. The embedded default model lives in assets/default (registered once it is there),
+installed with the package as zoo/assets/default."""
 from __future__ import annotations
 
 import json
@@ -6,7 +7,10 @@ from pathlib import Path
 
 from .registry import LocalSource, ZooEntry, register_model
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
+# an installed package carries assets/ as zoo/assets (pyproject.toml); a checkout (and `pip install -e .`)
+# reads assets/ beside the package
+_INSTALLED = Path(__file__).resolve().parent / "assets"
+ASSETS = _INSTALLED if (_INSTALLED / "default" / "config.json").is_file() else Path(__file__).resolve().parents[1] / "assets"
 
 
 def _from_folder(name: str, folder: Path) -> ZooEntry:

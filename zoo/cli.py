@@ -1,0 +1,157 @@
+"""The `rnnha` command: one entry point for everything a user does from a shell.
+
+    rnnha identify car.jpg [--gallery DIR] [--json]    car model / type and the closest gallery images
+    rnnha compare a.jpg b.jpg [--json]                 cosine similarity and same-vehicle verdict
+    rnnha train --config RECIPE [key=value ...]        = python -m rnnha.train
+    rnnha evaluate --model M --dataset KIND --root DIR = python -m rnnha.evaluate
+    rnnha export CHECKPOINT FOLDER [...]               = python -m rnnha.export
+    rnnha push FOLDER ORG/NAME [--private]             upload a model folder to the Hub
+    rnnha bench [--model M]                            = python -m rnnha.benchmark
+    rnnha app                                          the Gradio app of a checkout (app.py)
+
+Exit status: 0 done (compare: same vehicle), 1 compare: different vehicles, 2 a usage or input error
+(the message says what to change), 3 compare: no calibrated threshold to decide with.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+# subcommands that are another module's command line, passed through unchanged
+DELEGATED = {"train": "rnnha.train", "evaluate": "rnnha.evaluate", "export": "rnnha.export",
+             "bench": "rnnha.benchmark"}
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("RNNHA_CACHE") or Path.home() / ".cache" / "rnnha")
+
+
+def _service(model: str, gallery: str | None, device: str | None, search: bool = True):
+    from rnnha.gallery import Gallery, items_from_folder
+    from rnnha.service import ReidService
+
+    from . import load_model
+    from .entries import ASSETS
+
+    predictor = load_model(model, device=device)
+    folder = Path(gallery) if gallery else ASSETS / "gallery"
+    items = items_from_folder(folder) if search and (gallery or folder.is_dir()) else []
+    built = Gallery.build(predictor, items, cache_dir=_cache_dir() / "galleries") if items else None
+    return ReidService(predictor, built)
+
+
+def identify(args) -> int:
+    service = _service(args.model, args.gallery, args.device)
+    if service.gallery is None:
+        raise ValueError("no gallery to search: pass --gallery DIR (a folder of images)")
+    result = service.identify(args.image, name=Path(args.image).name, topk=args.topk)
+    matches = [{"rank": m.rank, "similarity": round(m.similarity, 4), "image": str(m.item.path),
+                "vehicle": m.item.vehicle, "camera": m.item.camera, "correct": m.correct} for m in result.matches]
+    if args.json:
+        print(json.dumps({"image": args.image, "level": result.coarse_level,
+                          "top": [{"label": k, "probability": round(v, 4)} for k, v in result.coarse.items()],
+                          "matches": matches}))
+        return 0
+    print(f"{args.image}: {result.coarse_level}")
+    for label, probability in result.coarse.items():
+        print(f"  {probability:6.1%}  {label}")
+    print(f"closest of {len(service.gallery)} gallery images (cosine similarity):")
+    for m in matches:
+        mark = {True: "  same vehicle", False: "  other vehicle", None: ""}[m["correct"]]
+        print(f"  {m['rank']}. {m['similarity']:.3f}  {m['image']}{mark}")
+    return 0
+
+
+def compare(args) -> int:
+    service = _service(args.model, None, args.device, search=False)
+    result = service.compare(args.first, args.second)
+    verdict = {True: "same vehicle", False: "different vehicles", None: "no calibrated threshold"}[result.same]
+    if args.json:
+        print(json.dumps({"similarity": round(result.similarity, 4), "same_vehicle": result.same,
+                          "threshold": result.threshold, "threshold_source": service.threshold_source}))
+    else:
+        threshold = "" if result.threshold is None else f" (threshold {result.threshold:.3f})"
+        print(f"cosine similarity {result.similarity:.3f}: {verdict}{threshold}")
+    return {True: 0, False: 1, None: 3}[result.same]
+
+
+def push(args) -> int:
+    from rnnha.hub import push_folder
+
+    print(push_folder(args.folder, args.repo, private=args.private, revision=args.revision))
+    return 0
+
+
+def app(args) -> int:
+    """The Gradio app is app.py of a checkout (the Space's entry point), next to this package."""
+    import runpy
+
+    path = Path(__file__).resolve().parents[1] / "app.py"
+    if not path.is_file():
+        raise ValueError("`rnnha app` runs app.py of a checkout: git clone the project and run it there "
+                         "(pip install -e . keeps the command pointing at it)")
+    sys.argv = [str(path), *args.rest]
+    runpy.run_path(str(path), run_name="__main__")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rnnha", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def common(p):
+        p.add_argument("--model", default="default",
+                       help="zoo name, model folder, hf-hub:ORG/NAME, checkpoint or imagenet:BACKBONE (default: default)")
+        p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the best available)")
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = sub.add_parser("identify", help="car model / type and the closest gallery images")
+    p.add_argument("image")
+    p.add_argument("--gallery", help="a folder of images to search (default: the shipped demo gallery)")
+    p.add_argument("--topk", type=int, default=5, choices=range(1, 51), metavar="K", help="1 to 50 (default 5)")
+    common(p)
+    p.set_defaults(run=identify)
+    p = sub.add_parser("compare", help="cosine similarity and same-vehicle verdict of two images")
+    p.add_argument("first")
+    p.add_argument("second")
+    common(p)
+    p.set_defaults(run=compare)
+    p = sub.add_parser("push", help="upload a model folder to a Hub model repo")
+    p.add_argument("folder")
+    p.add_argument("repo", metavar="ORG/NAME")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--revision", help="branch (default: main)")
+    p.set_defaults(run=push)
+    p = sub.add_parser("app", help="start the Gradio app (app.py of a checkout)", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(run=app)
+    for name, module in DELEGATED.items():
+        p = sub.add_parser(name, help=f"= python -m {module} (see rnnha {name} --help)", add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if hasattr(args, "module"):
+        import importlib
+
+        sys.argv = [f"rnnha {args.command}", *args.rest]
+        code = importlib.import_module(args.module).main(args.rest)
+        return code or 0
+    try:
+        return args.run(args)
+    except (ValueError, OSError, LookupError) as exc:  # our typed errors, missing files, unknown names
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
