@@ -57,7 +57,7 @@ def install(tmp_path_factory, source: Path, editable: bool) -> Path:
 def test_installed_package_works_from_any_folder_offline(editable, source, tmp_path_factory, khoa_pair):
     venv = install(tmp_path_factory, source, editable)
     elsewhere = tmp_path_factory.mktemp("elsewhere")
-    cache = {"RNNHA_CACHE": str(elsewhere / "cache"), "HOME": str(elsewhere)}
+    cache = {"RNNHA_CACHE": str(source.parent / "cache"), "HOME": str(elsewhere)}  # shared: one gallery build
     python, rnnha = venv / "bin" / "python", venv / "bin" / "rnnha"
     code = ("import zoo, rnnha; from zoo import load_model; p = load_model('default', device='cpu'); "
             "print(zoo.__file__); print(p.info.threshold)")

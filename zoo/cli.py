@@ -95,7 +95,8 @@ def app(args) -> int:
     if not path.is_file():
         raise ValueError("`rnnha app` runs app.py of a checkout: git clone the project and run it there "
                          "(pip install -e . keeps the command pointing at it)")
-    sys.argv = [str(path), *args.rest]
+    rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
+    sys.argv = [str(path), *rest]
     runpy.run_path(str(path), run_name="__main__")
     return 0
 
@@ -139,13 +140,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if hasattr(args, "module"):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in DELEGATED:  # its own command line, flags and --help included
         import importlib
 
-        sys.argv = [f"rnnha {args.command}", *args.rest]
-        code = importlib.import_module(args.module).main(args.rest)
-        return code or 0
+        sys.argv = [f"rnnha {argv[0]}", *argv[1:]]
+        return importlib.import_module(DELEGATED[argv[0]]).main(argv[1:]) or 0
+    if argv and argv[0] == "app":
+        argv = ["app", "--", *argv[1:]]  # everything after `app` is the app's
+    args = _parser().parse_args(argv)
     try:
         return args.run(args)
     except (ValueError, OSError, LookupError) as exc:  # our typed errors, missing files, unknown names
