@@ -196,7 +196,13 @@ def clean_start() -> None:
 @gpu
 def identify(image, model: str, mine: UserGallery | None, raw: bool = False):
     """Identify one vehicle image: its car model or type (top-5 with probabilities), its top-5 gallery
-    matches and where the model looked (attention overlay)."""
+    matches and where the model looked (attention overlay).
+
+    Args:
+        image: a photo of one vehicle (a JPEG, PNG or WebP file or URL), ideally cropped to the vehicle.
+        model: the model's name in the zoo; "default" is the embedded model.
+        raw: true to show the raw attention map instead of the image with the map overlaid.
+    """
     path, name = _upload(image)
     svc = service(_model(model), mine)
     return identify_outputs(svc.identify(path, name, raw=_flag(raw)))
@@ -217,7 +223,14 @@ def identify_outputs(result) -> tuple:
 @gpu
 def compare(first, second, model: str, raw: bool = False):
     """Compare two vehicle images: cosine similarity, a same / different verdict against the model's
-    calibrated threshold, and both attention overlays."""
+    calibrated threshold, and both attention overlays.
+
+    Args:
+        first: a photo of one vehicle (a JPEG, PNG or WebP file or URL).
+        second: a photo of the vehicle to compare it with.
+        model: the model's name in the zoo; "default" is the embedded model.
+        raw: true to show the raw attention maps instead of the images with the maps overlaid.
+    """
     a, b = _upload(first)[0], _upload(second)[0]
     svc = service(_model(model))
     return compare_outputs(svc, svc.compare(a, b, raw=_flag(raw)))
@@ -249,6 +262,28 @@ def browse(model: str, mine: UserGallery | None, page, raw: bool = False, step: 
     return tiles, page, f"Page {page + 1} of {pages} ({len(svc.gallery)} images). Click one to identify it."
 
 
+def browse_previous(model: str, mine: UserGallery | None, page, raw: bool = False):
+    """The previous page of the gallery, each image with the model's attention.
+
+    Args:
+        model: the model's name in the zoo; "default" is the embedded model.
+        page: the page shown now (0 is the first).
+        raw: true for the raw attention maps instead of the images with the maps overlaid.
+    """
+    return browse(model, mine, page, raw, step=-1)
+
+
+def browse_next(model: str, mine: UserGallery | None, page, raw: bool = False):
+    """The next page of the gallery, each image with the model's attention.
+
+    Args:
+        model: the model's name in the zoo; "default" is the embedded model.
+        page: the page shown now (0 is the first).
+        raw: true for the raw attention maps instead of the images with the maps overlaid.
+    """
+    return browse(model, mine, page, raw, step=1)
+
+
 @_errors
 def pick_from_browser(model: str, mine: UserGallery | None, page, evt: gr.SelectData):
     svc = service(_model(model), mine)
@@ -261,7 +296,12 @@ def pick_from_browser(model: str, mine: UserGallery | None, page, evt: gr.Select
 @_errors
 @gpu(duration=300)
 def build_gallery(files, model: str, mine: UserGallery | None, progress=gr.Progress()):
-    """Build a gallery from uploaded images and/or zip files; it replaces the session's previous one."""
+    """Build a gallery from uploaded images and/or zip files; it replaces the session's previous one.
+
+    Args:
+        files: vehicle images (JPEG, PNG, WebP) and/or zip files of them.
+        model: the model's name in the zoo; "default" is the embedded model.
+    """
     model = _model(model)
     if not files:
         raise gr.Error("Upload images or a zip file first.")
@@ -283,6 +323,7 @@ def build_gallery(files, model: str, mine: UserGallery | None, progress=gr.Progr
 
 
 def reset_gallery(mine: UserGallery | None):
+    """Forget this session's own gallery: searches use the shipped gallery again."""
     _forget(mine)
     return None, "Using the shipped gallery."
 
@@ -344,9 +385,9 @@ def build_demo(default_model: str = "default") -> gr.Blocks:
                     status = gr.Markdown()
                     following = gr.Button("Next ▶")
                 tiles = gr.Gallery(label="Gallery with attention", columns=6, height=520, allow_preview=False)
-                previous.click(functools.partial(browse, step=-1), [model, mine, page, raw], [tiles, page, status],
+                previous.click(browse_previous, [model, mine, page, raw], [tiles, page, status],
                                api_name="browse_previous", preprocess=False)
-                following.click(functools.partial(browse, step=1), [model, mine, page, raw], [tiles, page, status],
+                following.click(browse_next, [model, mine, page, raw], [tiles, page, status],
                                 api_name="browse_next", preprocess=False)
                 tiles.select(pick_from_browser, [model, mine, page], [query, tabs], api_visibility="private",
                              preprocess=False)

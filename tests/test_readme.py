@@ -27,6 +27,6 @@ def test_space_front_matter_matches_requirements():
     assert text.startswith("---\n")
     meta = yaml.safe_load(text.split("---\n")[1])
     assert meta["sdk"] == "gradio" and meta["app_file"] == "app.py" and (REPO / meta["app_file"]).is_file()
-    pin = re.search(r"^gradio==([\d.]+)", (REPO / "requirements.txt").read_text(), flags=re.M)
+    pin = re.search(r"^gradio(?:\[[\w,]+\])?==([\d.]+)", (REPO / "requirements.txt").read_text(), flags=re.M)
     assert pin and meta["sdk_version"] == pin.group(1)
     assert meta["license"] and meta["python_version"]
