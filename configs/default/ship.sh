@@ -3,7 +3,7 @@
 # weights of the one before: 224 px, then 288 px, then 320 px), export fp16 weights with the same-vehicle
 # threshold calibrated on the validation pairs, measure the exported folder itself, and write those
 # figures into its config.json and model card. SKIP_TRAIN=1 reuses existing runs.
-# Training takes about 2.5 h on 2 CPU cores (50 + 45 + 55 min).
+# Training takes about 2.5 h on 2 CPU cores.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${DATA:-../shared/data}
