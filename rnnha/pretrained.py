@@ -96,7 +96,9 @@ def save_pretrained(model: RNNHA, folder: str | Path, dtype: torch.dtype = torch
     config.aux_classifier = False  # training-only deep supervision, not part of the model that is used
     state = {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu()
              for k, v in model.state_dict().items() if not k.startswith("head.aux_")}
-    atomic_save_safetensors(state, folder / WEIGHTS_NAME, metadata={"format": "pt", "model_type": MODEL_TYPE})
+    # one metadata key: safetensors writes its metadata map in no fixed order, and the file's sha256
+    # (pinned by the zoo) must be the same for the same weights
+    atomic_save_safetensors(state, folder / WEIGHTS_NAME, metadata={"format": "pt"})
     info = (info or getattr(model, "info", None) or ModelInfo()).replace(sha256=sha256_file(folder / WEIGHTS_NAME))
     document = {"model_type": MODEL_TYPE, "config": config.to_dict(), **info.to_document()}
     document["zoo"]["sha256"] = info.sha256
