@@ -81,3 +81,22 @@ def test_flip_averages_embeddings_and_logits_with_the_mirror(model, khoa_pair):
     unflipped = extract(predictor, samples, workers=0)
     torch.testing.assert_close(unflipped.logits[0], plain.logits[0], rtol=1e-4, atol=1e-5)
     assert not torch.allclose(flipped.logits[0], unflipped.logits[0])
+
+
+def test_reduced_precision_runs_the_head_on_a_copy_cast_once():
+    """bf16: the backbone under autocast, the head on a bf16 copy made once (autocast would re-cast its
+    weights on every call); the model's own weights stay fp32 and the answer matches autocast's."""
+    from rnnha import RNNHA, RNNHAConfig
+    from rnnha.predictor import Predictor
+
+    torch.manual_seed(0)
+    model = RNNHA(RNNHAConfig(num_classes=[5, 7], hidden_size=64, input_size=64, neck=True))
+    predictor = Predictor(model, device="cpu", dtype=torch.bfloat16)
+    batch = torch.randn(3, 3, 64, 64)
+    first, second = predictor.forward(batch), predictor.forward(batch)
+    assert list(predictor._heads) == [torch.bfloat16]
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    torch.testing.assert_close(first.embedding, second.embedding)
+    whole = predictor.forward(batch, model)  # the whole model under autocast, as before
+    assert float((first.embedding.float() * whole.embedding.float()).sum(1).min()) > 0.99
+    assert [l.shape for l in first.logits] == [(3, 5), (3, 7)] and first.attention.dtype == torch.float32
