@@ -150,12 +150,13 @@ def _gallery(model: str, items: tuple) -> Gallery:
     return Gallery.build(_predictor(model), items, CACHE / "galleries", cache_bytes=CACHE_MB * 2**20)
 
 
-def service(model: str, mine: UserGallery | None = None) -> ReidService:
-    """The model with a gallery (the shipped one when the session has none), both cached."""
+def service(model: str, mine: UserGallery | None = None, search: bool = True) -> ReidService:
+    """The model with a gallery (the shipped one when the session has none), both cached; search=False:
+    no gallery (compare searches nothing, so a cold start does not embed the gallery for it)."""
     if mine is not None and not mine.folder.is_dir():
         raise gr.Error("Your gallery has expired: upload it again, or use the shipped gallery.")
     predictor = _predictor(model)
-    gallery = _gallery(model, mine.items if mine else _default_items())
+    gallery = _gallery(model, mine.items if mine else _default_items()) if search else None
     return ReidService(predictor, gallery)
 
 
@@ -232,7 +233,7 @@ def compare(first, second, model: str, raw: bool = False):
         raw: true to show the raw attention maps instead of the images with the maps overlaid.
     """
     a, b = _upload(first)[0], _upload(second)[0]
-    svc = service(_model(model))
+    svc = service(_model(model), search=False)
     return compare_outputs(svc, svc.compare(a, b, raw=_flag(raw)))
 
 

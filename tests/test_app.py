@@ -225,3 +225,16 @@ def test_an_operator_may_allow_hub_models(monkeypatch, tmp_path):
             with pytest.raises(gr.Error, match="could not be loaded; try another one") as missing:
                 app.compare(a, b, "hf-hub:org/missing", False)
             assert str(tmp_path) not in str(missing.value) and "127.0.0.1" not in str(missing.value)
+
+
+def test_compare_embeds_no_gallery(monkeypatch, khoa_pair):
+    """Compare does only the work its answer needs: the two images, no gallery (a cold start used to
+    embed the whole shipped gallery before the first comparison)."""
+    from pathlib import Path
+
+    import app
+
+    monkeypatch.setattr(app, "_gallery", lambda *args: pytest.fail("compare built a gallery"))
+    monkeypatch.setattr(app, "_upload", lambda image: (Path(image), Path(image).name))
+    similarity, verdict, overlay_a, overlay_b, note = app.compare(str(khoa_pair[0]), str(khoa_pair[1]), "default")
+    assert verdict == "same vehicle" and 0 < similarity <= 1 and "Threshold" in note
