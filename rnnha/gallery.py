@@ -12,6 +12,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -131,15 +132,21 @@ class Gallery:
         os.utime(cache)  # most recently used
         return cls(items, tensors["embeddings"], tensors["attention"])
 
+    @cached_property
+    def _by_digest(self) -> dict[str, list[int]]:
+        """The items of each file content, so that excluding the query's own image looks it up."""
+        found: dict[str, list[int]] = {}
+        for i, item in enumerate(self.items):
+            found.setdefault(item.digest, []).append(i)
+        return found
+
     def search(self, query: torch.Tensor, k: int = 5, exclude_digest: str | None = None) -> list[tuple[int, float]]:
         """Top-k (index, cosine similarity), best first; an identical image (same bytes) is skipped."""
-        scores = self.embeddings @ query.float()
-        if exclude_digest:
-            for i, item in enumerate(self.items):
-                if item.digest == exclude_digest:
-                    scores[i] = float("-inf")
-        k = min(k, int(torch.isfinite(scores).sum()))
-        values, indices = scores.topk(k)
+        scores = self.embeddings @ query.to(self.embeddings.dtype)
+        own = self._by_digest.get(exclude_digest, []) if exclude_digest else []
+        if own:
+            scores[own] = float("-inf")
+        values, indices = scores.topk(min(k, len(scores) - len(own)))
         return [(int(i), float(v)) for v, i in zip(values, indices)]
 
 

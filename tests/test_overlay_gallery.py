@@ -130,3 +130,20 @@ def test_the_cache_folder_is_bounded_least_recently_used_first(tmp_path, tiny_ga
     (tmp_path / "other.bin").write_bytes(bytes(10 * size))  # not ours: never counted, never removed
     assert evict_least_recently_used(tmp_path, 0, keep=first) != [] and first.exists()
     assert (tmp_path / "other.bin").exists()
+
+
+def test_search_skips_every_copy_of_the_query_image_by_lookup():
+    """The query's own image (and any byte-identical copy) is not its own match; the exclusion is a
+    dictionary lookup, so a search costs one matrix-vector product and a top-k, whatever the size."""
+    from pathlib import Path
+
+    from rnnha.gallery import Gallery, GalleryItem
+
+    embeddings = torch.nn.functional.normalize(torch.randn(6, 8), dim=1)
+    items = [GalleryItem(Path(f"{i}.jpg"), digest="same" if i in (2, 4) else f"d{i}") for i in range(6)]
+    gallery = Gallery(items, embeddings, torch.zeros(6, 2, 2))
+    found = gallery.search(embeddings[2], k=5, exclude_digest="same")
+    assert len(found) == 4 and {i for i, _ in found} == {0, 1, 3, 5}
+    assert [s for _, s in found] == sorted((s for _, s in found), reverse=True)
+    assert gallery.search(embeddings[2], k=1)[0][0] in (2, 4)  # without exclusion, itself first
+    assert len(gallery.search(embeddings[0], k=50)) == 6
