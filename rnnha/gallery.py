@@ -142,7 +142,7 @@ class Gallery:
 
     def search(self, query: torch.Tensor, k: int = 5, exclude_digest: str | None = None) -> list[tuple[int, float]]:
         """Top-k (index, cosine similarity), best first; an identical image (same bytes) is skipped."""
-        scores = self.embeddings @ query.to(self.embeddings.dtype)
+        scores = (self.embeddings @ query.to(self.embeddings.dtype)).nan_to_num(nan=float("-inf"))
         own = self._by_digest.get(exclude_digest, []) if exclude_digest else []
         if own:
             scores[own] = float("-inf")

@@ -109,13 +109,18 @@ class Predictor:
         return self._head()(f.to(self.dtype))
 
     def _head(self) -> torch.nn.Module:
-        """model.head in self.dtype, made on first use (the model's own weights stay as they are)."""
+        """model.head in self.dtype, made on first use and again whenever the model's head changes (its
+        tensors' version counters: an optimizer step, load_state_dict, a move); the model's own weights
+        stay as they are."""
+        head = self.model.head
+        tensors = [*head.parameters(), *head.buffers()]
+        key = (self.dtype, tuple(t._version for t in tensors), tuple(t.data_ptr() for t in tensors))
         cached = self._heads.get(self.dtype)
-        if cached is None:
+        if cached is None or cached[0] != key:
             import copy
 
-            cached = self._heads[self.dtype] = copy.deepcopy(self.model.head).to(self.dtype).eval()
-        return cached
+            self._heads[self.dtype] = cached = (key, copy.deepcopy(head).to(self.dtype).eval())
+        return cached[1]
 
     def embed(self, images) -> torch.Tensor:
         """N x D unit-norm float32 embeddings (on the CPU) of a list of images or a batch tensor."""

@@ -53,19 +53,31 @@ class ModelInfo:
 
     @classmethod
     def from_document(cls, document: dict) -> "ModelInfo":
-        zoo = document.get("zoo", {})
+        zoo = document.get("zoo") or {}
+        tags = zoo.get("tags", [])
+        if not isinstance(tags, list):
+            raise ValueError(f"zoo.tags must be a list of strings, got {tags!r}")
         return cls(threshold=document.get("same_vehicle_threshold"), threshold_source=document.get("threshold_source", ""),
                    metrics=document.get("metrics", {}), training=document.get("training", {}),
                    epochs_trained=document.get("epochs_trained"), description=zoo.get("description", ""),
                    license=zoo.get("license", "unknown"), training_data=zoo.get("training_data", ""),
-                   tags=list(zoo.get("tags", [])), sha256=zoo.get("sha256"))
+                   tags=list(tags), sha256=zoo.get("sha256"))
 
     def to_document(self) -> dict:
+        """config.json's keys besides model_type and config; from_document reads them back unchanged."""
+        empty = (None, "", {}, [])
+        zoo = {"description": self.description, "license": self.license if self.license != "unknown" else "",
+               "training_data": self.training_data, "tags": self.tags, "sha256": self.sha256}
         document = {"training": self.training, "metrics": self.metrics, "epochs_trained": self.epochs_trained,
                     "same_vehicle_threshold": self.threshold, "threshold_source": self.threshold_source,
-                    "zoo": {"description": self.description, "license": self.license,
-                            "training_data": self.training_data, "tags": self.tags}}
-        return {k: v for k, v in document.items() if v not in (None, "", {}, [])}
+                    "zoo": {k: v for k, v in zoo.items() if v not in empty}}
+        return {k: v for k, v in document.items() if v not in empty}
+
+    def for_new_weights(self) -> "ModelInfo":
+        """What still holds once the weights have changed (fine-tuned): the descriptive fields, not the
+        measured ones (threshold, metrics, training record)."""
+        return ModelInfo(description=self.description, license=self.license, training_data=self.training_data,
+                         tags=list(self.tags))
 
     def replace(self, **changes) -> "ModelInfo":
         return dataclasses.replace(self, **changes)
@@ -99,9 +111,13 @@ def save_pretrained(model: RNNHA, folder: str | Path, dtype: torch.dtype = torch
     # one metadata key: safetensors writes its metadata map in no fixed order, and the file's sha256
     # (pinned by the zoo) must be the same for the same weights
     atomic_save_safetensors(state, folder / WEIGHTS_NAME, metadata={"format": "pt"})
-    info = (info or getattr(model, "info", None) or ModelInfo()).replace(sha256=sha256_file(folder / WEIGHTS_NAME))
+    if info is None:  # the model's own, unless its weights changed since it was loaded (fine-tuned)
+        info = getattr(model, "info", None) or ModelInfo()
+        loaded = getattr(model, "info_weights", None)
+        if loaded is not None and loaded != _weights_digest(model):
+            info = info.for_new_weights()
+    info = info.replace(sha256=sha256_file(folder / WEIGHTS_NAME))
     document = {"model_type": MODEL_TYPE, "config": config.to_dict(), **info.to_document()}
-    document["zoo"]["sha256"] = info.sha256
     atomic_write_text(folder / CONFIG_NAME, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
     if card is not None:
         atomic_write_text(folder / CARD_NAME, card)
@@ -167,7 +183,14 @@ def load_pretrained(folder: str | Path, sha256: str | None = None) -> tuple[RNNH
         raise ModelLoadError(f"{weights} does not match {folder / CONFIG_NAME}: " + "; ".join(problems))
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
     model.info = info
+    model.info_weights = _weights_digest(model)  # save_pretrained keeps the measured info only for these weights
     return model.eval(), info
+
+
+def _weights_digest(model: RNNHA) -> str:
+    from .checkpoint import weights_sha256
+
+    return weights_sha256(model)
 
 
 def from_pretrained(folder_or_repo: str | Path, revision: str | None = None, sha256: str | None = None,
@@ -175,10 +198,23 @@ def from_pretrained(folder_or_repo: str | Path, revision: str | None = None, sha
     """A model folder on disk, or a Hub repo (`ORG/NAME` or `hf-hub:ORG/NAME[@REVISION]`) downloaded
     through huggingface_hub's cache (offline with HF_HUB_OFFLINE=1 once cached)."""
     text = str(folder_or_repo)
-    if not text.startswith("hf-hub:") and Path(text).expanduser().is_dir():
-        return load_pretrained(Path(text).expanduser(), sha256)
+    hub = text.startswith("hf-hub:")
+    path = Path(text).expanduser()
+    if not hub and path.is_dir():
+        return load_pretrained(path, sha256)
+    looks_local = text.startswith((".", "/", "~")) or path.suffix == ".safetensors" or \
+        (not hub and len(path.parts) > 1 and Path(path.parts[0]).exists())
+    if looks_local:
+        raise ModelLoadError(f"no model folder at {path.absolute()} (relative paths start from the working "
+                             "directory); a Hub repo is ORG/NAME or hf-hub:ORG/NAME[@REVISION]")
     repo, _, pinned = text.removeprefix("hf-hub:").partition("@")
-    if repo.count("/") != 1 or Path(text).suffix:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo)
+    except HFValidationError:
+        repo = ""
+    if repo.count("/") != 1:
         raise ModelLoadError(f"{text} is neither a model folder nor a Hub repo id (ORG/NAME)")
     from .hub import download_folder
 

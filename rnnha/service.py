@@ -118,8 +118,11 @@ def _digest(source) -> str | None:
     if isinstance(source, (str, Path)) and Path(source).is_file():
         import hashlib
 
+        digest = hashlib.sha1()
         with open(source, "rb") as f:  # streamed: no second copy of a large upload in memory
-            return hashlib.file_digest(f, "sha1").hexdigest()
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
     if isinstance(source, (bytes, bytearray)):
         return file_digest(bytes(source))
     return None

@@ -57,11 +57,16 @@ def test_benchmark_prints_one_row_per_precision(capsys):
     from rnnha.benchmark import main
 
     main(["--model", "imagenet:efficientnet_lite0", "--batch", "2", "--repeats", "1"])
-    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    *rows, heads = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert rows[0]["dtype"] == "float32" and rows[0]["min_cosine_vs_fp32"] > 0.9999
     assert all(r["images_per_second"] > 0 and r["input"] == [224, 224] for r in rows)
     if cpu_supports_bf16():
         assert rows[1]["dtype"] == "bfloat16" and rows[1]["min_cosine_vs_fp32"] > 0.99
+    # the last line: what the heads cost, backbone-alone images/s over the full model's
+    assert heads["dtype"] in [r["dtype"] for r in rows]
+    for size in ("b1", "b2"):
+        ratio = heads[f"backbone_images_per_second_{size}"] / heads[f"full_images_per_second_{size}"]
+        assert heads[f"heads_overhead_ratio_{size}"] == pytest.approx(ratio, rel=0.02)
 
 
 def test_flip_averages_embeddings_and_logits_with_the_mirror(model, khoa_pair):
@@ -99,4 +104,11 @@ def test_reduced_precision_runs_the_head_on_a_copy_cast_once():
     torch.testing.assert_close(first.embedding, second.embedding)
     whole = predictor.forward(batch, model)  # the whole model under autocast, as before
     assert float((first.embedding.float() * whole.embedding.float()).sum(1).min()) > 0.99
+    with torch.no_grad():  # new weights (an optimizer step, load_state_dict ...): the copy follows them
+        for p in model.head.parameters():
+            p.mul_(-1.5)
+    changed = predictor.forward(batch)
+    assert not torch.allclose(changed.embedding.float(), first.embedding.float(), atol=1e-2)
+    again = predictor.forward(batch, model)
+    assert float((changed.embedding.float() * again.embedding.float()).sum(1).min()) > 0.99
     assert [l.shape for l in first.logits] == [(3, 5), (3, 7)] and first.attention.dtype == torch.float32

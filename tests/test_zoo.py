@@ -366,5 +366,36 @@ def test_rnnha_from_pretrained_save_pretrained_and_push_to_hub(tmp_path, khoa_pa
         assert loaded.info.sha256 == hashlib.sha256(files["model.safetensors"]).hexdigest()
         for name, tensor in again.state_dict().items():
             assert torch.equal(tensor, loaded.state_dict()[name]), name
-    with pytest.raises(ModelLoadError, match="neither a model folder nor a Hub repo id"):
+    with pytest.raises(ModelLoadError, match="no model folder at"):
         RNNHA.from_pretrained(tmp_path / "nothing.safetensors")
+
+
+def test_model_info_round_trips_and_forgets_measurements_of_changed_weights(tmp_path, small_model):
+    from rnnha import RNNHA
+
+    info = ModelInfo(threshold=0.4, threshold_source="pairs", metrics={"veri": {"mAP": 50.0}}, license="other",
+                     training_data="some data", tags=["a"], sha256="ab" * 32)
+    assert ModelInfo.from_document(info.to_document()) == info
+    assert ModelInfo.from_document(ModelInfo().to_document()) == ModelInfo() and ModelInfo().to_document() == {}
+    with pytest.raises(ValueError, match="tags must be a list"):
+        ModelInfo.from_document({"zoo": {"tags": "abc"}})
+    folder = save_pretrained(small_model, tmp_path / "a", info=info)
+    model = RNNHA.from_pretrained(folder)
+    assert RNNHA.from_pretrained(model.save_pretrained(tmp_path / "same")).info.threshold == 0.4
+    with torch.no_grad():  # fine-tuned: the threshold and figures were measured on other weights
+        next(model.head.parameters()).add_(0.1)
+    changed = RNNHA.from_pretrained(model.save_pretrained(tmp_path / "changed")).info
+    assert (changed.threshold, changed.metrics, changed.license, changed.training_data) == (None, {}, "other", "some data")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("./missing", "no model folder at"), ("models/missing", "no model folder at"),  # models/ exists here
+    ("x.safetensors", "no model folder at"), ("not a repo", "neither a model folder nor a Hub repo id"),
+])
+def test_from_pretrained_says_what_a_string_is_not(text, message, tmp_path, monkeypatch):
+    from rnnha import RNNHA
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    with pytest.raises(ModelLoadError, match=message):
+        RNNHA.from_pretrained(text)

@@ -88,16 +88,26 @@ def push(args) -> int:
 
 
 def app(args) -> int:
-    """The Gradio app is app.py of a checkout (the Space's entry point), next to this package."""
+    """The Gradio app is app.py of a checkout (the Space's entry point), next to this package; it runs
+    there as `python3 app.py` would, configured by its environment variables (docs/app.md)."""
     import runpy
 
-    path = Path(__file__).resolve().parents[1] / "app.py"
-    if not path.is_file():
-        raise ValueError("`rnnha app` runs app.py of a checkout: git clone the project and run it there "
-                         "(pip install -e . keeps the command pointing at it)")
     rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
-    sys.argv = [str(path), *rest]
-    runpy.run_path(str(path), run_name="__main__")
+    if rest in (["-h"], ["--help"]):
+        print("usage: rnnha app\n\nStarts the Gradio app of this checkout (app.py) on http://127.0.0.1:7860. "
+              "It takes no arguments: set GRADIO_SERVER_NAME, GRADIO_SERVER_PORT, GRADIO_MCP_SERVER=True, "
+              "RNNHA_CACHE ... (docs/app.md).")
+        return 0
+    if rest:
+        raise ValueError(f"rnnha app takes no arguments, got {' '.join(rest)}; set environment variables "
+                         "instead (rnnha app --help)")
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "app.py").is_file() or not (root / "pyproject.toml").is_file():
+        raise ValueError("`rnnha app` runs app.py of a checkout: git clone the project and `pip install -e .` "
+                         "there (a plain `pip install .` has no app)")
+    os.chdir(root)  # as `python3 app.py` in the checkout: the shipped gallery is under the working folder
+    sys.argv = [str(root / "app.py")]
+    runpy.run_path(str(root / "app.py"), run_name="__main__")
     return 0
 
 
@@ -144,15 +154,30 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in DELEGATED:  # its own command line, flags and --help included
         import importlib
 
-        sys.argv = [f"rnnha {argv[0]}", *argv[1:]]
-        return importlib.import_module(DELEGATED[argv[0]]).main(argv[1:]) or 0
+        return _guarded(lambda: importlib.import_module(DELEGATED[argv[0]]).main(argv[1:]) or 0)
     if argv and argv[0] == "app":
         argv = ["app", "--", *argv[1:]]  # everything after `app` is the app's
     args = _parser().parse_args(argv)
+    return _guarded(lambda: args.run(args))
+
+
+def _guarded(run) -> int:
+    """Exit status 2 with one line for every failure, so that no crash reads as compare's 1 ("different
+    vehicles"); RNNHA_DEBUG=1 prints the traceback too."""
     try:
-        return args.run(args)
-    except (ValueError, OSError, LookupError) as exc:  # our typed errors, missing files, unknown names
-        print(f"error: {exc}", file=sys.stderr)
+        return run()
+    except SystemExit as exc:  # a delegated command line's `raise SystemExit("error: ...")`
+        if exc.code in (None, 0) or isinstance(exc.code, int):
+            return 2 if exc.code == 1 else (exc.code or 0)
+        print(exc.code, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - a command line ends with one line, whatever broke
+        if os.environ.get("RNNHA_DEBUG"):
+            raise
+        kind = "" if isinstance(exc, (ValueError, OSError, LookupError)) else f"{type(exc).__name__}: "
+        print(f"error: {kind}{exc}", file=sys.stderr)
         return 2
 
 

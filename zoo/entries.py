@@ -2,7 +2,6 @@
 installed with the package as zoo/assets/default."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .registry import LocalSource, ZooEntry, register_model
@@ -14,13 +13,14 @@ ASSETS = _INSTALLED if (_INSTALLED / "default" / "config.json").is_file() else P
 
 
 def _from_folder(name: str, folder: Path) -> ZooEntry:
-    """An entry whose metadata is the folder's own config.json (one source of truth)."""
-    document = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    zoo = document.get("zoo", {})
-    return ZooEntry(name=name, source=LocalSource(str(folder), zoo.get("sha256")),
-                    description=zoo.get("description", ""), license=zoo.get("license", "unknown"),
-                    training_data=zoo.get("training_data", ""), metrics=document.get("metrics", {}),
-                    tags=tuple(zoo.get("tags", ())))
+    """An entry whose metadata is the folder's own config.json (one source of truth, read by the one
+    folder-format module)."""
+    from rnnha.pretrained import read_folder_config
+
+    info = read_folder_config(folder)[1]
+    return ZooEntry(name=name, source=LocalSource(str(folder), info.sha256), description=info.description,
+                    license=info.license, training_data=info.training_data, metrics=info.metrics,
+                    tags=tuple(info.tags))
 
 
 if (ASSETS / "default" / "config.json").is_file():
