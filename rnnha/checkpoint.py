@@ -88,8 +88,9 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, optimizer, schedul
                                                      "trainer": json.dumps(record)})
 
 
-def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """(tensors, trainer record) of a checkpoint file, or a CheckpointError saying what is wrong."""
+def read_checkpoint(path: str | Path, tensors: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, trainer record) of a checkpoint file, or a CheckpointError saying what is wrong;
+    tensors=False reads the record alone (no tensor is read: {} in their place)."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -98,12 +99,12 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            found = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
     except Exception as exc:
         raise CheckpointError(f"{path} is not a readable safetensors checkpoint ({exc})") from exc
     if metadata.get("format") != "rnnha-checkpoint":
         raise CheckpointError(f"{path} is not an RNN-HA training checkpoint (no 'rnnha-checkpoint' metadata)")
-    return tensors, json.loads(metadata["trainer"])
+    return found, json.loads(metadata["trainer"])
 
 
 def model_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

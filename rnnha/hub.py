@@ -7,11 +7,26 @@ from pathlib import Path
 
 from .pretrained import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
 
-__all__ = ["HubError", "download_folder", "push_folder", "push_space"]
+__all__ = ["HubError", "parse_repo", "download_folder", "push_folder", "push_space"]
+
+HUB_PREFIX = "hf-hub:"
 
 
 class HubError(OSError):
     """The Hub could not give or take a model; the message says why and what to do."""
+
+
+def parse_repo(text: str) -> tuple[str, str | None] | None:
+    """`ORG/NAME`, `hf-hub:ORG/NAME` or either with `@REVISION` -> (repo id, revision or None); None
+    when the part before `@` is not a valid Hub model repo id (huggingface_hub's own check)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    repo, _, revision = text.removeprefix(HUB_PREFIX).partition("@")
+    try:
+        validate_repo_id(repo)
+    except HFValidationError:
+        return None
+    return (repo, revision or None) if repo.count("/") == 1 else None
 
 
 def _endpoint() -> str:

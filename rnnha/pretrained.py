@@ -207,18 +207,13 @@ def from_pretrained(folder_or_repo: str | Path, revision: str | None = None, sha
     if looks_local:
         raise ModelLoadError(f"no model folder at {path.absolute()} (relative paths start from the working "
                              "directory); a Hub repo is ORG/NAME or hf-hub:ORG/NAME[@REVISION]")
-    repo, _, pinned = text.removeprefix("hf-hub:").partition("@")
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
+    from .hub import download_folder, parse_repo
 
-    try:
-        validate_repo_id(repo)
-    except HFValidationError:
-        repo = ""
-    if repo.count("/") != 1:
+    parsed = parse_repo(text)
+    if parsed is None:
         raise ModelLoadError(f"{text} is neither a model folder nor a Hub repo id (ORG/NAME)")
-    from .hub import download_folder
-
-    return load_pretrained(download_folder(repo, revision or pinned or None, cache_dir), sha256)
+    repo, pinned = parsed
+    return load_pretrained(download_folder(repo, revision or pinned, cache_dir), sha256)
 
 
 def push_to_hub(model: RNNHA, repo_id: str, private: bool = False, token: str | None = None,

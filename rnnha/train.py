@@ -355,7 +355,7 @@ def initialise_from(model: RNNHA, source: Source | str | Path) -> list[str]:
 def _checkpoint_config(path: Path) -> RNNHAConfig:
     from .checkpoint import read_checkpoint
 
-    return RNNHAConfig.from_dict(read_checkpoint(path)[1]["model_config"])
+    return RNNHAConfig.from_dict(read_checkpoint(path, tensors=False)[1]["model_config"])
 
 
 def _architecture_changes(source: RNNHAConfig, mine: RNNHAConfig) -> list[str]:
@@ -369,12 +369,10 @@ def _architecture_changes(source: RNNHAConfig, mine: RNNHAConfig) -> list[str]:
 def load_training_data(cfg: TrainConfig, levels: list[str]) -> tuple[list, LabelSpace, list[str]]:
     """The samples of every `train:` dataset (errors name the recipe key to change), their label space,
     and one line per dataset describing it."""
-    specs = [DatasetSpec(**s) for s in cfg.train]
-    if len(specs) > 1:
-        specs = [dataclasses.replace(s, prefix=f"{s.kind}{i}") if s.prefix is None else s
-                 for i, s in enumerate(specs)]
+    from .data.registry import prefixed
+
     samples, lines = [], []
-    for i, spec in enumerate(specs):
+    for i, spec in enumerate(prefixed(cfg.train)):
         try:
             part = spec.load()
         except DataError as exc:
@@ -652,11 +650,9 @@ def _validate(model: RNNHA, spec: dict, device: torch.device, amp_dtype) -> dict
 
 def _test(model: RNNHA, spec: dict, weights: Path, device: torch.device, amp_dtype) -> dict:
     """The test set's protocol once, on the weights of `weights` (best.safetensors, or the last)."""
-    from .checkpoint import model_state, read_checkpoint
     from .evaluate import paper_rows
 
-    tensors, _ = read_checkpoint(weights)
-    model.load_state_dict(model_state(tensors), strict=True)
+    load_checkpoint(weights, model, restore_rng=False)
     result = _validate(model, spec, device, amp_dtype)
     size = model.config.input_size
     return {"kind": spec["kind"], "root": spec["root"], "weights": weights.name, "result": result,

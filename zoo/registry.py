@@ -215,10 +215,12 @@ def resolve(name_or_path: str | Path) -> ZooEntry:
             raise ZooError(str(exc)) from None
         return ZooEntry(name=text, source=ImageNetSource(backbone))
     if text.startswith(HUB_PREFIX):
-        repo, _, revision = text[len(HUB_PREFIX):].partition("@")
-        if repo.count("/") != 1:
+        from rnnha.hub import parse_repo
+
+        parsed = parse_repo(text)
+        if parsed is None:
             raise ZooError(f"{text!r} is not {HUB_PREFIX}ORG/NAME[@REVISION]")
-        return ZooEntry(name=text, source=HubSource(repo, revision or None))
+        return ZooEntry(name=text, source=HubSource(*parsed))
     path = Path(text).expanduser()
     if path.is_dir():
         return ZooEntry(name=path.name, source=LocalSource(str(path)))

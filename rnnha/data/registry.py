@@ -140,9 +140,15 @@ class DatasetSpec:
         return out * self.repeat
 
 
-def load_specs(specs: list[DatasetSpec | dict], base: Path | None = None) -> list[Sample]:
-    """Load and concatenate; with several datasets, vehicle ids get a per-dataset prefix."""
+def prefixed(specs: list[DatasetSpec | dict]) -> list[DatasetSpec]:
+    """The specs of one run; with several datasets, each without a prefix gets one (kind and position),
+    so that vehicle ids of different datasets never collide."""
     specs = [s if isinstance(s, DatasetSpec) else DatasetSpec(**s) for s in specs]
     if len(specs) > 1:
         specs = [replace(s, prefix=f"{s.kind}{i}") if s.prefix is None else s for i, s in enumerate(specs)]
-    return [sample for spec in specs for sample in spec.load(base)]
+    return specs
+
+
+def load_specs(specs: list[DatasetSpec | dict], base: Path | None = None) -> list[Sample]:
+    """Load and concatenate; with several datasets, vehicle ids get a per-dataset prefix."""
+    return [sample for spec in prefixed(specs) for sample in spec.load(base)]
