@@ -263,3 +263,13 @@ def test_bnneck_baseline_untrained_is_the_gap_feature():
     torch.testing.assert_close(out.attention.sum(dim=(1, 2)), torch.ones(2))
     with pytest.raises(ValueError, match="at least two levels"):
         RNNHAConfig(num_classes=[7], level_names=["vehicle"])  # RNN-HA itself needs a coarse level
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_gru_from_zero_is_the_cell_at_a_zero_state(bias):
+    """Step 1 skips the hidden-to-hidden product of h_0 = 0; the result is the cell's own."""
+    from rnnha.model import gru_from_zero
+
+    cell = torch.nn.GRUCell(D, HID, bias=bias).double()
+    x = torch.randn(B, D, dtype=torch.double)
+    torch.testing.assert_close(gru_from_zero(cell, x), cell(x, torch.zeros(B, HID, dtype=torch.double)))
