@@ -2,6 +2,12 @@
 `python -m rnnha.export CHECKPOINT OUT_DIR [--calibrate KIND ROOT] [--push ORG/NAME] [--private]`.
 Its validation figures go into the card, the same-vehicle threshold is calibrated on a labelled set,
 and the folder can be uploaded with huggingface_hub.
+
+With --format, also export the model to ONNX and/or OpenVINO (rnnha.runtime; needs `pip install
+"rnnha[export]"`), and MODEL may be anything the zoo resolves (a zoo name, a folder, hf-hub:ORG/NAME):
+`python -m rnnha.export --format onnx [--format openvino] [--int8] MODEL OUT_DIR`. It prints the files
+written and each export's agreement with PyTorch fp32 on the shipped gallery images; int8 is calibrated
+on half of them and kept only if its embeddings stay within cosine 0.99 on the other half.
 """
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ from pathlib import Path
 import torch
 
 from .model import RNNHA, RNNHAConfig
-from .pretrained import ModelInfo, model_card, save_pretrained
+from .pretrained import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, ModelInfo, model_card, save_pretrained
 
 __all__ = ["calibrate", "export_checkpoint", "main"]
 
@@ -78,8 +84,15 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: torch.
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rnnha.export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", help="a training checkpoint (last.safetensors / best.safetensors)")
+    parser.add_argument("checkpoint", metavar="MODEL", help="a training checkpoint (last.safetensors / "
+                        "best.safetensors); with --format also a zoo name, model folder or hf-hub:ORG/NAME")
     parser.add_argument("out_dir", help="the folder to write")
+    parser.add_argument("--format", dest="formats", action="append", choices=["onnx", "openvino"],
+                        help="export to ONNX (ONNX Runtime) and/or OpenVINO IR beside the weights (repeatable)")
+    parser.add_argument("--int8", action="store_true", help="with --format onnx: also an int8 model.int8.onnx, "
+                        "kept if its embeddings stay within cosine 0.99 of fp32's")
+    parser.add_argument("--images", type=int, default=64,
+                        help="how many shipped gallery images to calibrate int8 and check parity on (default 64)")
     parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
     parser.add_argument("--name", help="model name in the card (default: the folder's name)")
     parser.add_argument("--license", default="apache-2.0")
@@ -95,6 +108,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
     parser.add_argument("--revision", help="branch to push to (default: main)")
     args = parser.parse_args(argv)
+    checkpoint = not args.formats or Path(args.checkpoint).suffix == ".safetensors"
+    if not checkpoint:
+        given = [f"--{k.replace('_', '-')}" for k in CHECKPOINT_ONLY if getattr(args, k) != parser.get_default(k)]
+        if given:
+            parser.error(f"{', '.join(given)}: only for a training checkpoint, and {args.checkpoint} is not one")
+    if args.int8 and "onnx" not in (args.formats or []):
+        parser.error("--int8 needs --format onnx")
+    if args.formats and args.dtype != "float32":
+        parser.error("--format exports the fp32 model and keeps fp32 weights beside it: leave out --dtype")
+    if not checkpoint:
+        return _named_export(args, args.checkpoint)
     try:
         extra_metrics = {}
         for item in args.metrics:
@@ -105,13 +129,59 @@ def main(argv: list[str] | None = None) -> int:
         folder = export_checkpoint(args.checkpoint, args.out_dir, getattr(torch, args.dtype), args.name,
                                    args.license, args.description, args.training_data, extra_metrics,
                                    calibration, args.command)
+        if args.formats:  # the checkpoint's folder first (card, threshold), then its exports
+            return _named_export(args, str(folder))
         print(f"wrote {folder}: {', '.join(sorted(p.name for p in folder.iterdir()))}")
-        if args.push:
-            from .hub import push_folder
-
-            url = push_folder(folder, args.push, private=args.private, revision=args.revision)
-            print(f"pushed to {url}")
+        _push(args, folder)
     except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+CHECKPOINT_ONLY = ("dtype", "name", "license", "description", "training_data", "metrics", "calibrate",
+                   "calibrate_list", "command")
+
+
+def _push(args, folder: Path) -> None:
+    if args.push:
+        from .hub import push_folder
+
+        url = push_folder(folder, args.push, private=args.private, revision=args.revision)
+        print(f"pushed to {url}")
+
+
+def _named_export(args, model: str) -> int:
+    """--format: resolve MODEL through the zoo, write the folder (with the model's card) and its exports,
+    print the parity figures."""
+    try:
+        from zoo import resolve
+        from zoo.entries import ASSETS
+
+        from .runtime import MANIFEST_NAME, export
+
+        entry = resolve(model)
+        try:
+            readme = entry.folder() / CARD_NAME
+            card = readme.read_text(encoding="utf-8") if readme.is_file() else None
+        except LookupError:  # zoo.ZooError: a checkpoint or the ImageNet baseline has no folder, no card
+            card = None
+        images = sorted((ASSETS / "gallery").glob("*.jpg"))[:args.images] or None
+        manifest = export(entry.build(), args.out_dir, args.formats, int8=args.int8, images=images, card=card)
+        written = [CONFIG_NAME, WEIGHTS_NAME, *([CARD_NAME] if card else []), MANIFEST_NAME, *manifest["files"]]
+        print(f"wrote {args.out_dir}: {', '.join(written)}")
+        print("agreement with PyTorch fp32 on the shipped gallery images:" if images else
+              "no parity figures: the shipped gallery images (assets/gallery) are missing")
+        for name, record in manifest["backends"].items():
+            parity = record.get("parity")
+            precision = f" ({record['precision']})" if "precision" in record else ""
+            print(f"  {name}{precision}" + (f": min cosine {parity['min_cosine']:.5f}, coarse top-1 agreement "
+                                           f"{100 * parity['coarse_top1_agreement']:.1f} % on {parity['images']} "
+                                           "images" if parity else ""))
+        for name, why in manifest["rejected"].items():
+            print(f"  {name}: not kept, {why}")
+        _push(args, Path(args.out_dir))
+    except (ValueError, OSError, LookupError, ImportError) as exc:  # LookupError: zoo.ZooError
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -237,14 +237,24 @@ def _looks_like_path(text: str) -> bool:
     return "/" in text or "\\" in text or text.startswith(".")
 
 
-def load_model(name_or_path: str | Path, device=None, dtype=None, batch_size: int = 32):
+def load_model(name_or_path: str | Path, device=None, dtype=None, batch_size: int = 32, backend: str | None = None):
     """A ready Predictor: strict weights, eval mode, on CUDA (fp16) if available, else the CPU (bf16
     where supported). Accepts what `resolve` does: a zoo name, `hf-hub:org/name[@rev]`, a model folder,
-    a training checkpoint or `imagenet:BACKBONE`."""
+    a training checkpoint or `imagenet:BACKBONE`.
+
+    backend None or "torch" runs PyTorch; "onnxruntime", "onnxruntime-int8" or "openvino" runs that
+    export of the model folder (rnnha.runtime; `python -m rnnha.export --format ...` makes it)."""
     from rnnha.predictor import Predictor
 
     entry = resolve(name_or_path)
-    model = entry.build()
-    predictor = Predictor(model, device=device, dtype=dtype, batch_size=batch_size)
+    runtime_backend = None
+    if backend not in (None, "torch"):
+        from rnnha.runtime import export_command, load_backend
+
+        if not isinstance(entry.source, LocalSource):  # the Hub carries no exports
+            raise ValueError(f"backend {backend!r} runs an export in a model folder, and {name_or_path} is no "
+                             f"local folder: make one with `{export_command(backend, name_or_path)}` and load OUT_DIR")
+        runtime_backend = load_backend(entry.folder(), backend)
+    predictor = Predictor(entry.build(), device=device, dtype=dtype, batch_size=batch_size, backend=runtime_backend)
     predictor.entry = entry
     return predictor
