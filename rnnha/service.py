@@ -34,7 +34,7 @@ class Identification:
     coarse: dict[str, float]  # label -> probability, top-k of the coarse (car model / type) level
     coarse_level: str
     matches: list[Match]
-    overlay: Image.Image
+    overlay: Image.Image | None  # None when the service draws no overlays
     query_vehicle: str | None
 
 
@@ -43,15 +43,16 @@ class Comparison:
     similarity: float
     same: bool | None  # None when the model has no calibrated threshold
     threshold: float | None
-    overlays: tuple[Image.Image, Image.Image]
+    overlays: tuple[Image.Image | None, Image.Image | None]
 
 
 @dataclass
 class ReidService:
     predictor: object  # rnnha.predictor.Predictor
-    gallery: Gallery
+    gallery: Gallery  # or an rnnha.index.IndexGallery: items, len(), search(), attention[i]
     cmap: str = "inferno"
     alpha: float = 0.5
+    overlays: bool = True  # False: no attention overlays drawn (a command line shows none)
 
     @property
     def threshold(self) -> float | None:
@@ -87,7 +88,8 @@ class ReidService:
                 item = self.gallery.items[index]
                 correct = None if query_vehicle is None or item.vehicle is None else item.vehicle == query_vehicle
                 matches.append(Match(rank, similarity, item, correct))
-            overlay = attention_overlay(image, prediction.attention, self.alpha, self.cmap, raw)
+            overlay = attention_overlay(image, prediction.attention, self.alpha, self.cmap, raw) \
+                if self.overlays else None
             results.append(Identification(dict(prediction.levels[level]), level, matches, overlay, query_vehicle))
         return results
 
@@ -104,14 +106,20 @@ class ReidService:
             similarity = float(a.embedding @ b.embedding)
             same = None if threshold is None else similarity >= threshold
             overlays = tuple(attention_overlay(im, p.attention, self.alpha, self.cmap, raw)
-                             for im, p in zip(images[i:i + 2], (a, b)))
+                             if self.overlays else None for im, p in zip(images[i:i + 2], (a, b)))
             results.append(Comparison(similarity, same, threshold, overlays))
         return results
 
     def gallery_overlay(self, index: int, raw: bool = False, max_side: int = TILE_SIDE) -> Image.Image:
-        item = self.gallery.items[index]
-        image = load_image(item.path, max_side=max_side)
-        return attention_overlay(image, self.gallery.attention[index], self.alpha, self.cmap, raw)
+        return self.gallery_overlays([index], raw, max_side)[0]
+
+    def gallery_overlays(self, indices, raw: bool = False, max_side: int = TILE_SIDE) -> list[Image.Image]:
+        """The attention overlays of several gallery images (a browser page): their maps are read in one
+        go, which an index gallery reads from its shards on disk."""
+        indices = [int(i) for i in indices]
+        maps = self.gallery.attention[indices] if indices else []
+        return [attention_overlay(load_image(self.gallery.items[i].path, max_side=max_side), attention,
+                                  self.alpha, self.cmap, raw) for i, attention in zip(indices, maps)]
 
 
 def _digest(source) -> str | None:

@@ -4,9 +4,11 @@
     rnnha compare a.jpg b.jpg [--json]                 cosine similarity and same-vehicle verdict
     rnnha train --config RECIPE [key=value ...]        = python -m rnnha.train
     rnnha evaluate --model M --dataset KIND --root DIR = python -m rnnha.evaluate
-    rnnha export CHECKPOINT FOLDER [...]               = python -m rnnha.export
+    rnnha export CHECKPOINT|MODEL FOLDER [--format onnx] = python -m rnnha.export
     rnnha push FOLDER ORG/NAME [--private]             upload a model folder to the Hub
-    rnnha bench [--model M]                            = python -m rnnha.benchmark
+    rnnha bench [--quick] [--out FILE.json]            = python -m rnnha.bench
+    rnnha index build SOURCE OUT [--model M]           = python -m rnnha.index: a FAISS index of a million images
+    rnnha index search OUT IMAGE... [--k 5] [--json]     (resumable, torchrun-sharded builds; docs/index.md)
     rnnha app                                          the Gradio app of a checkout (app.py)
 
 Exit status: 0 done (compare: same vehicle), 1 compare: different vehicles, 2 a usage or input error
@@ -24,7 +26,7 @@ __all__ = ["main"]
 
 # subcommands that are another module's command line, passed through unchanged
 DELEGATED = {"train": "rnnha.train", "evaluate": "rnnha.evaluate", "export": "rnnha.export",
-             "bench": "rnnha.benchmark"}
+             "bench": "rnnha.bench", "index": "rnnha.index"}
 
 
 def _cache_dir() -> Path:
@@ -40,9 +42,13 @@ def _service(model: str, gallery: str | None, device: str | None, search: bool =
 
     predictor = load_model(model, device=device)
     folder = Path(gallery) if gallery else ASSETS / "gallery"
+    if search and gallery and (folder / "manifest.json").is_file():  # an index folder (rnnha index build)
+        from rnnha.index import IndexGallery
+
+        return ReidService(predictor, IndexGallery.open(folder, predictor), overlays=False)
     items = items_from_folder(folder) if search and (gallery or folder.is_dir()) else []
     built = Gallery.build(predictor, items, cache_dir=_cache_dir() / "galleries") if items else None
-    return ReidService(predictor, built)
+    return ReidService(predictor, built, overlays=False)  # a terminal shows no overlays
 
 
 def identify(args) -> int:
@@ -124,7 +130,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("identify", help="car model / type and the closest gallery images")
     p.add_argument("image")
-    p.add_argument("--gallery", help="a folder of images to search (default: the shipped demo gallery)")
+    p.add_argument("--gallery", help="a folder of images to search, or an index folder (rnnha index build); "
+                                     "default: the shipped demo gallery")
     p.add_argument("--topk", type=int, default=5, choices=range(1, 51), metavar="K", help="1 to 50 (default 5)")
     common(p)
     p.set_defaults(run=identify)
