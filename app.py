@@ -15,6 +15,14 @@ would limit it (README, "Limits and safety"). Operator settings, all optional:
     RNNHA_QUEUE_SIZE       requests waiting at most; more are told to try again (default 64)
     RNNHA_CONCURRENCY      requests computed at once (default 2)
     RNNHA_SESSION_TTL      seconds an uploaded gallery is kept after it was built (default 3600)
+    RNNHA_BACKEND          onnxruntime, onnxruntime-int8 or openvino: the default model runs that export of
+    RNNHA_EXPORT           the folder RNNHA_EXPORT (`python -m rnnha.export --format onnx|openvino [--int8]
+                           default FOLDER`, docs/export.md) instead of PyTorch; checked at start-up
+    RNNHA_GALLERY          a prebuilt index folder (`python -m rnnha.index build`, docs/index.md), served
+                           instead of the shipped gallery to the model it was built with (the other models
+                           keep the shipped one); checked at start-up: FAISS installed, a complete index,
+                           its model one of the app's with the same weights. Its images are the only files
+                           of its folder the app reads or shows.
 """
 from __future__ import annotations
 
@@ -34,6 +42,7 @@ from gradio.utils import get_upload_folder, is_in_or_equal
 
 from rnnha.gallery import Gallery, evict_least_recently_used, items_from_folder
 from rnnha.images import ImageError
+from rnnha.index import IndexGallery, read_manifest
 from rnnha.io import remove_stale_temporaries
 from rnnha.overlay import colorbar
 from rnnha.service import ReidService
@@ -59,6 +68,9 @@ UPLOADS_MB = int(os.environ.get("RNNHA_UPLOADS_MB", 2048))
 QUEUE_SIZE = int(os.environ.get("RNNHA_QUEUE_SIZE", 64))
 CONCURRENCY = int(os.environ.get("RNNHA_CONCURRENCY", 2))
 SESSION_TTL = int(os.environ.get("RNNHA_SESSION_TTL", 3600))  # seconds a session's gallery is kept
+INDEX = os.environ.get("RNNHA_GALLERY", "").strip() or None  # a prebuilt rnnha.index folder
+BACKEND = os.environ.get("RNNHA_BACKEND", "").strip() or None  # an exported backend for the default model
+EXPORT = os.environ.get("RNNHA_EXPORT", "").strip() or None  # ... and the folder that holds its export
 PAGE = 12
 MATCH_COLUMNS = ["rank", "similarity", "vehicle", "camera", "correct", "file"]
 NOT_AN_UPLOAD = "This image is not an upload of this app, or it has expired: upload the image again."
@@ -105,11 +117,31 @@ def _upload(payload) -> tuple[str, str]:
         raise gr.Error(NOT_AN_UPLOAD)
     resolved = Path(path).resolve()
     allowed = is_in_or_equal(resolved, Path(get_upload_folder()).resolve()) or \
-        is_in_or_equal(resolved, DEFAULT_GALLERY)
+        is_in_or_equal(resolved, DEFAULT_GALLERY) or _indexed(resolved)
     if not allowed or not resolved.is_file():
         raise gr.Error(NOT_AN_UPLOAD)
     name = payload.get("orig_name")
     return str(resolved), (name if isinstance(name, str) and len(name) <= 255 else resolved.name)
+
+
+def _indexed(resolved: Path) -> bool:
+    """Whether the file is one of the operator's index images (one of its items, not any file beside them)."""
+    if INDEX is None:
+        return False
+    try:
+        return index_gallery()[1].items.position_of(resolved) is not None
+    except Exception:  # noqa: BLE001 - an index that does not open holds no file a client may name
+        return False
+
+
+def _shown(path: Path) -> str:
+    """A gallery image as an output file: an index image is first copied into Gradio's cache (its own
+    folder is not one Gradio serves from, and must not become one: only the indexed files are shown)."""
+    if INDEX is None or is_in_or_equal(path, DEFAULT_GALLERY) or is_in_or_equal(path, CACHE / "uploads"):
+        return str(path)
+    from gradio.processing_utils import save_file_to_cache
+
+    return save_file_to_cache(path, get_upload_folder())
 
 
 def _errors(fn):
@@ -134,6 +166,8 @@ def _errors(fn):
 @lru_cache(maxsize=4)
 def _predictor(model: str):
     try:
+        if BACKEND and model == "default":
+            return load_model(EXPORT, backend=BACKEND)
         return load_model(model)
     except Exception:  # noqa: BLE001 - the detail (paths, endpoints) is for the log, not the client
         log.exception("loading model %r failed", model)
@@ -150,13 +184,73 @@ def _gallery(model: str, items: tuple) -> Gallery:
     return Gallery.build(_predictor(model), items, CACHE / "galleries", cache_bytes=CACHE_MB * 2**20)
 
 
+@lru_cache(maxsize=1)
+def index_gallery() -> tuple[str, IndexGallery]:
+    """(model name, gallery) of the operator's RNNHA_GALLERY index, opened once; ValueError or
+    ImportError saying what is wrong (check_index turns it into a start-up message)."""
+    manifest = read_manifest(INDEX)
+    model = manifest.get("model_name")
+    try:
+        model = _model(model)
+    except gr.Error:
+        raise ValueError(f"it was built with the model {model!r}, which this app does not offer (add it to "
+                         "RNNHA_ALLOW_MODELS, or build the index with one of the zoo's models)") from None
+    try:
+        predictor = _predictor(model)
+    except gr.Error:
+        raise ValueError(f"its model {model!r} could not be loaded (the log above says why)") from None
+    return model, IndexGallery.open(INDEX, predictor)
+
+
+def check_backend() -> None:
+    """At start-up: RNNHA_BACKEND's export loads, or the app stops with one line saying why."""
+    if not BACKEND:
+        return
+    try:
+        if not EXPORT:
+            raise ValueError("set RNNHA_EXPORT to the folder of `python -m rnnha.export --format ... default FOLDER`")
+        predictor = load_model(EXPORT, backend=BACKEND)
+    except (ValueError, ImportError, OSError) as exc:
+        raise SystemExit(f"error: RNNHA_BACKEND={BACKEND}: {exc}") from None
+    log.info("the default model runs %r", predictor)
+
+
+def check_index() -> str | None:
+    """At start-up: the RNNHA_GALLERY index opens, or the app stops with one line saying why (never a
+    trace on each request). Returns the index's model name (the dropdown's default), None without one."""
+    if INDEX is None:
+        return None
+    try:
+        model, gallery = index_gallery()
+    except (ValueError, ImportError, OSError) as exc:
+        raise SystemExit(f"error: RNNHA_GALLERY={INDEX}: {exc}") from None
+    gallery.items.position_of(gallery.items.root)  # makes the path lookup now, not on the first request
+    log.info("RNNHA_GALLERY: %s for the model %r", gallery, model)
+    return model
+
+
+def _index_for(predictor) -> IndexGallery | None:
+    """The operator's index when this model (same weights) built it, else None."""
+    if INDEX is None:
+        return None
+    try:
+        gallery = index_gallery()[1]
+    except Exception:  # noqa: BLE001 - checked at start-up; the detail is for the log
+        log.exception("RNNHA_GALLERY %s could not be opened", INDEX)
+        raise gr.Error("The gallery index could not be opened; try again later.") from None
+    return gallery if gallery.fingerprint == predictor.fingerprint else None
+
+
 def service(model: str, mine: UserGallery | None = None, search: bool = True) -> ReidService:
-    """The model with a gallery (the shipped one when the session has none), both cached; search=False:
-    no gallery (compare searches nothing, so a cold start does not embed the gallery for it)."""
+    """The model with a gallery (the session's own, else the operator's index for the model it was
+    built with, else the shipped one), all cached; search=False: no gallery (compare searches nothing,
+    so a cold start does not embed the gallery for it)."""
     if mine is not None and not mine.folder.is_dir():
         raise gr.Error("Your gallery has expired: upload it again, or use the shipped gallery.")
     predictor = _predictor(model)
-    gallery = _gallery(model, mine.items if mine else _default_items()) if search else None
+    gallery = None
+    if search:
+        gallery = (None if mine else _index_for(predictor)) or _gallery(model, mine.items if mine else _default_items())
     return ReidService(predictor, gallery)
 
 
@@ -213,7 +307,7 @@ def identify_outputs(result) -> tuple:
     """An Identification -> the Identify tab's components: label, match rows, match images, overlay, note."""
     rows = [[m.rank, round(m.similarity, 4), m.item.vehicle or "", m.item.camera or "",
              "" if m.correct is None else ("yes" if m.correct else "no"), m.item.path.name] for m in result.matches]
-    captions = [(str(m.item.path), f"#{m.rank} {m.similarity:.3f} {m.item.vehicle or m.item.path.stem}"
+    captions = [(_shown(m.item.path), f"#{m.rank} {m.similarity:.3f} {m.item.vehicle or m.item.path.stem}"
                  + {None: "", True: " ✓", False: " ✗"}[m.correct]) for m in result.matches]
     note = f"Query identity: **{result.query_vehicle}** (from its file name)." if result.query_vehicle else \
         "Query identity unknown: matches are not marked."
@@ -259,7 +353,8 @@ def browse(model: str, mine: UserGallery | None, page, raw: bool = False, step: 
     pages = max(1, -(-len(svc.gallery) // PAGE))
     page = min(max(0, _page(page) + step), pages - 1)
     indices = range(page * PAGE, min(len(svc.gallery), (page + 1) * PAGE))
-    tiles = [(svc.gallery_overlay(i, _flag(raw)), f"{svc.gallery.items[i].path.name}") for i in indices]
+    overlays = svc.gallery_overlays(indices, _flag(raw))
+    tiles = [(overlay, f"{svc.gallery.items[i].path.name}") for i, overlay in zip(indices, overlays)]
     return tiles, page, f"Page {page + 1} of {pages} ({len(svc.gallery)} images). Click one to identify it."
 
 
@@ -291,7 +386,7 @@ def pick_from_browser(model: str, mine: UserGallery | None, page, evt: gr.Select
     index = _page(page) * PAGE + (evt.index if isinstance(evt.index, int) else -1)
     if not 0 <= index < len(svc.gallery):
         raise gr.Error("No such gallery image: pick one on the current page.")
-    return str(svc.gallery.items[index].path), gr.Tabs(selected="identify")
+    return _shown(svc.gallery.items[index].path), gr.Tabs(selected="identify")
 
 
 @_errors
@@ -414,8 +509,10 @@ def launch(demo: gr.Blocks | None = None, **kwargs):
     """Serve with the public-service limits: a bounded queue (overload is told to try again), a bounded
     number of requests computed at once, and Gradio's own upload size limit."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    check_backend()
+    indexed_model = check_index()
     clean_start()
-    demo = demo or build_demo()
+    demo = demo or build_demo(indexed_model or "default")
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY)
     kwargs.setdefault("max_file_size", f"{MAX_UPLOAD_MB}mb")
     if not any(is_in_or_equal(CACHE.resolve(), Path(base).resolve()) for base in (tempfile.gettempdir(), os.getcwd())):

@@ -1,19 +1,26 @@
 """Inference: device and precision choice, batching, preprocessing; embed() and predict().
 
 CPU: bf16 autocast where the processor supports it (AVX-512 BF16 / AMX: 2-3x faster than fp32),
-CUDA: fp16 autocast. channels_last memory format, torch.inference_mode.
+CUDA: fp16 autocast. channels_last memory format, torch.inference_mode. With a backend (rnnha.runtime:
+the model exported to ONNX Runtime or OpenVINO) the exported model runs instead of PyTorch, on the CPU.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import torch
 
 from .images import load_image
-from .model import RNNHA, RNNHAOutput
+from .model import RNNHA
 from .transforms import eval_transform
+
+if TYPE_CHECKING:
+    from .runtime import Backend
+
+SMALL_BATCH = 4  # at most this many images: the head reads its weights more than it computes (CPU, fp32)
 
 __all__ = ["Predictor", "Prediction", "default_device", "default_dtype", "cpu_supports_bf16"]
 
@@ -46,9 +53,20 @@ class Predictor:
     """A ready model: eval mode, on its device, with its preprocessing and label names."""
 
     def __init__(self, model: RNNHA, device: str | torch.device | None = None,
-                 dtype: torch.dtype | None = None, batch_size: int = 32):
-        self.device = torch.device(device) if device is not None else default_device()
-        self.dtype = dtype if dtype is not None else default_dtype(self.device)
+                 dtype: torch.dtype | None = None, batch_size: int = 32, backend: Backend | None = None):
+        if backend is not None and (torch.device(device or "cpu").type != "cpu" or dtype not in (None, torch.float32)):
+            raise ValueError(f"the {backend.name} backend runs the exported model on the CPU in its own precision: "
+                             f"leave device and dtype unset (got device={device}, dtype={dtype})")
+        self.backend = backend  # an rnnha.runtime.Backend, or None: PyTorch
+        self.device = torch.device("cpu") if backend is not None else \
+            torch.device(device) if device is not None else default_device()
+        self.dtype = torch.float32 if backend is not None else \
+            dtype if dtype is not None else default_dtype(self.device)
+        # a CPU without native bf16 runs fp32; at small batches, though, the head is bound by reading its
+        # 12 M weights, and reading them in fp16 halves its time (embeddings within cosine 1e-6 of fp32):
+        # so when the precision is the automatic one, small batches run the head in fp16
+        self.small_batch_head = torch.float16 if dtype is None and self.device.type == "cpu" and \
+            self.dtype == torch.float32 and backend is None else None
         self.model = model.eval().to(self.device, memory_format=torch.channels_last)
         self.config = model.config
         self.transform = eval_transform(self.config)
@@ -62,15 +80,19 @@ class Predictor:
         return getattr(self.model, "info", None)
 
     def __repr__(self) -> str:
-        return (f"Predictor({self.config.variant}, backbone={self.config.backbone}, "
-                f"device={self.device}, dtype={self.dtype})")
+        runs = f"backend={self.backend.name}" if self.backend else f"device={self.device}, dtype={self.dtype}"
+        return f"Predictor({self.config.variant}, backbone={self.config.backbone}, {runs})"
 
     @cached_property
     def fingerprint(self) -> str:
-        """sha256 of the config and weights: keys caches (galleries) to exactly this model."""
+        """sha256 of the config and weights, and of the backend's name and files where one runs the model:
+        keys caches (galleries) to exactly this model, so PyTorch's and an export's never mix."""
         from .gallery import model_fingerprint
 
-        return model_fingerprint(self.model)
+        fingerprint = model_fingerprint(self.model)
+        if self.backend is None:
+            return fingerprint
+        return hashlib.sha256(f"{fingerprint}:{self.backend.name}:{self.backend.digest}".encode()).hexdigest()
 
     @property
     def level_names(self) -> list[str]:
@@ -99,27 +121,34 @@ class Predictor:
 
         The backbone runs under autocast. The head runs on a copy of its weights cast to this precision
         once: under autocast every call re-casts them (9 M parameters for 2 small matrix-vector
-        products), which made the heads cost 30 % of a batch-1 forward on a CPU."""
+        products), which made the heads cost 30 % of a batch-1 forward on a CPU. With a backend, the
+        exported model runs (whole: it has no parts to run)."""
+        if self.backend is not None:
+            if module is not None:
+                raise ValueError(f"this Predictor runs the exported model ({self.backend.name}), which has no "
+                                 "parts to run: use a Predictor without a backend for a part of the model")
+            return self.backend(batch)
         batch = batch.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         autocast = self.dtype != torch.float32
+        head_dtype = self.dtype if autocast else self.small_batch_head if len(batch) <= SMALL_BATCH else None
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=autocast):
-            if module is not None or not autocast:
+            if module is not None or head_dtype is None:
                 return (module or self.model)(batch)
             f = self.model.backbone(batch)
-        return self._head()(f.to(self.dtype))
+        return self._head(head_dtype)(f.to(head_dtype))
 
-    def _head(self) -> torch.nn.Module:
-        """model.head in self.dtype, made on first use and again whenever the model's head changes (its
+    def _head(self, dtype: torch.dtype) -> torch.nn.Module:
+        """model.head in this dtype, made on first use and again whenever the model's head changes (its
         tensors' version counters: an optimizer step, load_state_dict, a move); the model's own weights
         stay as they are."""
         head = self.model.head
         tensors = [*head.parameters(), *head.buffers()]
-        key = (self.dtype, tuple(t._version for t in tensors), tuple(t.data_ptr() for t in tensors))
-        cached = self._heads.get(self.dtype)
+        key = (dtype, tuple(t._version for t in tensors), tuple(t.data_ptr() for t in tensors))
+        cached = self._heads.get(dtype)
         if cached is None or cached[0] != key:
             import copy
 
-            self._heads[self.dtype] = cached = (key, copy.deepcopy(head).to(self.dtype).eval())
+            self._heads[dtype] = cached = (key, copy.deepcopy(head).to(dtype).eval())
         return cached[1]
 
     def embed(self, images) -> torch.Tensor:
