@@ -51,24 +51,6 @@ def test_embed_accepts_paths_images_and_tensors(model, khoa_pair):
     assert predictor.embed([]).shape == (0, 1024)
 
 
-def test_benchmark_prints_one_row_per_precision(capsys):
-    import json
-
-    from rnnha.benchmark import main
-
-    main(["--model", "imagenet:efficientnet_lite0", "--batch", "2", "--repeats", "1"])
-    *rows, heads = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert rows[0]["dtype"] == "float32" and rows[0]["min_cosine_vs_fp32"] > 0.9999
-    assert all(r["images_per_second"] > 0 and r["input"] == [224, 224] for r in rows)
-    if cpu_supports_bf16():
-        assert rows[1]["dtype"] == "bfloat16" and rows[1]["min_cosine_vs_fp32"] > 0.99
-    # the last line: what the heads cost, backbone-alone images/s over the full model's
-    assert heads["dtype"] in [r["dtype"] for r in rows]
-    for size in ("b1", "b2"):
-        ratio = heads[f"backbone_images_per_second_{size}"] / heads[f"full_images_per_second_{size}"]
-        assert heads[f"heads_overhead_ratio_{size}"] == pytest.approx(ratio, rel=0.02)
-
-
 def test_flip_averages_embeddings_and_logits_with_the_mirror(model, khoa_pair):
     from rnnha.data.base import Sample
     from rnnha.evaluate import extract
