@@ -42,7 +42,7 @@ from gradio.utils import get_upload_folder, is_in_or_equal
 
 from rnnha.gallery import Gallery, evict_least_recently_used, items_from_folder
 from rnnha.images import ImageError
-from rnnha.index import IndexGallery, read_manifest
+from rnnha.index import IndexGallery, import_faiss, read_manifest
 from rnnha.io import remove_stale_temporaries
 from rnnha.overlay import colorbar
 from rnnha.service import ReidService
@@ -188,6 +188,7 @@ def _gallery(model: str, items: tuple) -> Gallery:
 def index_gallery() -> tuple[str, IndexGallery]:
     """(model name, gallery) of the operator's RNNHA_GALLERY index, opened once; ValueError or
     ImportError saying what is wrong (check_index turns it into a start-up message)."""
+    import_faiss()  # first: without FAISS nothing else matters
     manifest = read_manifest(INDEX)
     model = manifest.get("model_name")
     try:

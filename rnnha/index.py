@@ -849,14 +849,16 @@ class IndexGallery:
     def dim(self) -> int:
         return int(self.manifest["dim"])
 
-    def search(self, queries, k: int = 5, exclude_digests=None):
+    def search(self, queries, k: int = 5, exclude_digests=None, *, exclude_digest: str | None = None):
         """Top-k (index, cosine similarity), best first, skipping the query's own image (every item with
         its file's digest: FAISS is asked for k + the most copies of one image, the positions come from a
         digest lookup).
 
         queries: one embedding (D) -> a list of (index, score), as Gallery.search, with exclude_digests
-        the query file's digest or None; or a Q x D array -> a list of Q such lists, with exclude_digests
-        None or one digest (or None) per query."""
+        the query file's digest or None (or Gallery.search's keyword, exclude_digest); or a Q x D array
+        -> a list of Q such lists, with exclude_digests None or one digest (or None) per query."""
+        if exclude_digest is not None:
+            exclude_digests = exclude_digest
         q = queries.detach().float().cpu().numpy() if isinstance(queries, torch.Tensor) else np.asarray(queries, np.float32)
         single = q.ndim == 1
         if single:
