@@ -19,10 +19,8 @@ import importlib
 import json
 import logging
 import os
-import statistics
 import tempfile
 import threading
-import time
 from functools import cached_property
 from pathlib import Path
 from typing import Sequence
@@ -447,11 +445,13 @@ def backend_table(predictor, images: torch.Tensor, folder: str | Path, quick: bo
     throughput = load_backend(folder, "openvino", hint="throughput", threads=threads)
     large = {**runners, throughput.name: throughput}
     reference = runners["torch-float32"](images)
+    from .bench import interleaved  # the benchmark's timing: one implementation
+
     rows = {name: _parity(run, images, reference) for name, run in large.items()}
     rounds, calls = (3, 3) if quick else (5, 10)
     for batch, fns in ((images[:1], runners), (images, large)):
         # .cpu(): a CUDA model's answer is there once it has been computed, as embed() takes it
-        speeds = _interleaved({name: lambda run=run: run(batch).embedding.cpu() for name, run in fns.items()},
+        speeds = interleaved({name: lambda run=run: run(batch).embedding.cpu() for name, run in fns.items()},
                               rounds, calls if len(batch) == 1 else 1)
         for name, seconds in speeds.items():
             rows[name][f"images_per_second_b{len(batch)}"] = round(len(batch) / seconds, 1)
@@ -463,16 +463,3 @@ def backend_table(predictor, images: torch.Tensor, folder: str | Path, quick: bo
                                                 / rows[baseline]["images_per_second_b1"], 2),
             "fastest_backend_min_cosine": rows[fastest]["min_cosine"]}
 
-
-def _interleaved(fns: dict, rounds: int, calls: int) -> dict[str, float]:
-    """Median seconds per call of each function, round by round in turn (each sees the same machine state)."""
-    for fn in fns.values():
-        fn()  # warm-up
-    times = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            for _ in range(calls):
-                fn()
-            times[name].append((time.perf_counter() - start) / calls)
-    return {name: statistics.median(t) for name, t in times.items()}
