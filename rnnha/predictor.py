@@ -60,7 +60,7 @@ class Predictor:
         self.backend = backend  # an rnnha.runtime.Backend, or None: PyTorch
         self.device = torch.device("cpu") if backend is not None else \
             torch.device(device) if device is not None else default_device()
-        self.dtype = torch.float32 if backend is not None else \
+        self._dtype = torch.float32 if backend is not None else \
             dtype if dtype is not None else default_dtype(self.device)
         # a CPU without native bf16 runs fp32; at small batches, though, the head is bound by reading its
         # 12 M weights, and reading them in fp16 halves its time (embeddings within cosine 1e-6 of fp32):
@@ -73,6 +73,16 @@ class Predictor:
         self.batch_size = batch_size
         self.entry = None  # the zoo entry it came from, if any
         self._heads: dict[torch.dtype, torch.nn.Module] = {}  # model.head cast once per precision
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The precision the model runs in (autocast's dtype; float32: no autocast)."""
+        return self._dtype
+
+    @dtype.setter
+    def dtype(self, value: torch.dtype) -> None:
+        self._dtype = value
+        self.small_batch_head = None  # a precision set by hand is run as set, at every batch size
 
     @property
     def info(self):

@@ -48,10 +48,10 @@ def history(out):
 def test_training_lowers_both_losses(tmp_path, khoa_root):
     from rnnha.train import TrainConfig, train
 
-    config, out = write_config(tmp_path, khoa_root, "run", epochs=4)
+    config, out = write_config(tmp_path, khoa_root, "run", epochs=6)
     summary = train(TrainConfig.from_file(config))
     rows = history(out)
-    assert len(rows) == 4 and summary["world_size"] == 1
+    assert len(rows) == 6 and summary["world_size"] == 1
     for level in ("type", "vehicle"):
         assert rows[-1][f"loss_{level}"] < 0.8 * rows[0][f"loss_{level}"], [r[f"loss_{level}"] for r in rows]
     assert (out / "last.safetensors").is_file() and (out / "summary.json").is_file()
