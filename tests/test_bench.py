@@ -24,7 +24,7 @@ def test_bench_writes_the_json_with_every_key(tmp_path, capsys):
                  "--only", "throughput", "--only", "search", "--only", "cold_start", "--sizes", "1500",
                  "--out", str(out)]) == 0
     document = json.loads(out.read_text())
-    assert list(document)[:len(HEADLINE)] == HEADLINE
+    assert list(document)[:len(HEADLINE)] == HEADLINE and document["finished"] is True
     machine = document["machine"]
     assert machine["cores"] >= 1 and machine["torch"] and machine["device"] == "cpu"
     throughput = document["sections"]["throughput"]["precisions"]["float32"]
