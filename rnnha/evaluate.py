@@ -8,6 +8,10 @@ Every dataset kind brings its protocol (rnnha/data/, figures in percent):
 - stanford-cars, csv (and any dataset with coarse labels): top-1 / top-5 accuracy of the coarse level.
 The text output ends with the figures as the paper's tables print them, beside the paper's own where
 the model's backbone is one the paper used.
+
+--rerank k-reciprocal (Zhong et al., CVPR 2017: k1=20, k2=6, lambda=0.3) or --rerank aqe (average query
+expansion, k=5) re-ranks every re-id list before scoring (rnnha/rerank.py; veri, two-camera and csv);
+the result then records `rerank` and `rerank_seconds`, the time the re-ranking took. Default: none.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from .data.vehicleid import evaluate as evaluate_vehicleid
 from .data.veri import evaluate as evaluate_veri
 from .predictor import Predictor
 from .protocols import Features, coarse_accuracy as evaluate_coarse, extract, image_batches
+from .rerank import METHODS
 
 __all__ = ["protocol", "Features", "extract", "image_batches", "evaluate", "evaluate_two_camera",
            "evaluate_veri", "evaluate_vehicleid", "evaluate_coarse", "paper_rows", "main"]
@@ -92,10 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="any other option of the dataset's protocol, e.g. sizes=[800] repeats=3 (vehicleid)")
     parser.add_argument("--flip", action="store_true", help="average each embedding and logit with its mirror image's")
+    parser.add_argument("--rerank", choices=("none", *METHODS), default="none",
+                        help="re-rank the re-id lists (veri, two-camera, csv): k-reciprocal encoding or average query "
+                             "expansion (default none)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: best available)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    named = {"list_file": args.list_file, "subset": args.subset, "level": args.level}
+    named = {"list_file": args.list_file, "subset": args.subset, "level": args.level,
+             "rerank": None if args.rerank == "none" else args.rerank}
     try:
         options = {**{k: v for k, v in named.items() if v is not None}, **_options(args.option)}
         from zoo import load_model  # the command line resolves model names through the catalogue

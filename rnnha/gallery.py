@@ -21,6 +21,7 @@ import torch
 from .data.two_camera import parse_name
 from .images import ImageError
 from .io import atomic_save_safetensors
+from .rerank import check_method, rerank_similarity
 from .uploads import IMAGE_SUFFIXES
 
 __all__ = ["GalleryItem", "Gallery", "file_digest", "model_fingerprint", "items_from_folder",
@@ -140,14 +141,34 @@ class Gallery:
             found.setdefault(item.digest, []).append(i)
         return found
 
-    def search(self, query: torch.Tensor, k: int = 5, exclude_digest: str | None = None) -> list[tuple[int, float]]:
-        """Top-k (index, cosine similarity), best first; an identical image (same bytes) is skipped."""
+    def search(self, query: torch.Tensor, k: int = 5, exclude_digest: str | None = None,
+               rerank: str | None = None) -> list[tuple[int, float]]:
+        """Top-k (index, cosine similarity), best first; an identical image (same bytes) is skipped.
+
+        rerank="k-reciprocal" or "aqe" orders them by that re-ranking instead (rnnha.rerank), of the
+        gallery less the skipped images; the similarity given stays the cosine, so it is not sorted
+        then. k-reciprocal compares every gallery image with every other on each call: its time grows
+        with the gallery's size squared, and it refuses galleries above rnnha.rerank.MAX_IMAGES."""
         scores = (self.embeddings @ query.to(self.embeddings.dtype)).nan_to_num(nan=float("-inf"))
         own = self._by_digest.get(exclude_digest, []) if exclude_digest else []
+        if rerank not in (None, "none"):
+            return self._reranked(query, scores, k, own, rerank)
         if own:
             scores[own] = float("-inf")
         values, indices = scores.topk(min(k, len(scores) - len(own)))
         return [(int(i), float(v)) for v, i in zip(values, indices)]
+
+    def _reranked(self, query: torch.Tensor, scores: torch.Tensor, k: int, own: list[int],
+                  rerank: str) -> list[tuple[int, float]]:
+        check_method(rerank)  # an unknown name fails even when nothing is left to rank
+        keep = torch.ones(len(self), dtype=torch.bool)
+        keep[own] = False
+        rows = keep.nonzero()[:, 0]  # the gallery that is searched; its row i is item rows[i]
+        if not len(rows):
+            return []
+        reranked = rerank_similarity(query[None], self.embeddings[rows], rerank)[0]
+        top = reranked.nan_to_num(nan=float("-inf")).topk(min(k, len(rows))).indices
+        return [(int(rows[i]), float(scores[rows[i]])) for i in top]
 
 
 def _tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:

@@ -4,6 +4,7 @@ into its own protocol; validation during training and `python -m rnnha.evaluate`
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Sequence
 
@@ -13,13 +14,14 @@ from torch.utils.data import DataLoader, Dataset
 from .errors import DataError
 from .images import load_image
 from .metrics import reid_metrics, topk_accuracy
+from .rerank import check_method, rerank_similarity
 
 if TYPE_CHECKING:  # types only: the data layer imports this module
     from .data.base import Sample
     from .predictor import Predictor
 
-__all__ = ["ProtocolError", "Features", "extract", "image_batches", "reid_between", "coarse_accuracy", "coarse_if_labelled",
-           "vehicle_ids", "cameras"]
+__all__ = ["ProtocolError", "Features", "extract", "image_batches", "similarity_between", "reid_between",
+           "coarse_accuracy", "coarse_if_labelled", "vehicle_ids", "cameras"]
 
 
 class ProtocolError(DataError):
@@ -82,15 +84,28 @@ def cameras(samples: Sequence["Sample"]) -> list[str | None]:
     return [s.camera for s in samples]
 
 
+def similarity_between(query: torch.Tensor, gallery: torch.Tensor,
+                       rerank: str | None = None) -> tuple[torch.Tensor, dict]:
+    """Q x G scores of unit-norm embeddings, higher = more similar: the cosine similarity, or with
+    `rerank` ("k-reciprocal" or "aqe", rnnha.rerank) the scores of that re-ranking. Also what ran, for
+    the result: {} without re-ranking, else {"rerank": its name, "rerank_seconds": the time it took}.
+    Pass the same tensor twice when the queries are the gallery (every image against all)."""
+    if check_method(rerank) is None:
+        return query @ gallery.T, {}
+    start = time.perf_counter()
+    similarity = rerank_similarity(query, gallery, rerank)  # the names are checked above
+    return similarity, {"rerank": rerank, "rerank_seconds": round(time.perf_counter() - start, 3)}
+
+
 def reid_between(query: Features, gallery: Features, query_samples: Sequence["Sample"],
-                 gallery_samples: Sequence["Sample"], use_cameras: bool = True) -> dict:
+                 gallery_samples: Sequence["Sample"], use_cameras: bool = True, rerank: str | None = None) -> dict:
     """mAP, CMC and mINP of every query against the gallery (cosine similarity; both sides unit norm).
-    With cameras, the gallery images of the query's vehicle from the query's camera are junk."""
-    similarity = query.embeddings @ gallery.embeddings.T
-    if not use_cameras:
-        return reid_metrics(similarity, vehicle_ids(query_samples), vehicle_ids(gallery_samples))
-    return reid_metrics(similarity, vehicle_ids(query_samples), vehicle_ids(gallery_samples),
-                        cameras(query_samples), cameras(gallery_samples))
+    With cameras, the gallery images of the query's vehicle from the query's camera are junk. With
+    `rerank`, the ranking is re-ranked first, and the result says which and how long it took."""
+    similarity, ran = similarity_between(query.embeddings, gallery.embeddings, rerank)
+    ids = vehicle_ids(query_samples), vehicle_ids(gallery_samples)
+    cams = (cameras(query_samples), cameras(gallery_samples)) if use_cameras else ()
+    return {**reid_metrics(similarity, *ids, *cams), **ran}
 
 
 def _level_index(predictor: "Predictor", level: str | None) -> int:

@@ -118,6 +118,27 @@ class PKSampler(Sampler[int]):
                 yield from picks
 
 
+def calibration_part(samples: list[Sample], part: str, fraction: float, seed: int, level: str,
+                     group: str | None = None) -> list[Sample]:
+    """The "train" or "calibration" part of training samples: `fraction` of each class of `level`
+    (whole groups, e.g. every image of a vehicle, when `group` names a level) set aside for fitting
+    calibration (temperatures) on images the model never trained on; "all": every sample."""
+    if part == "all":
+        return samples
+    if part not in ("train", "calibration"):
+        raise DataError(f"part must be all, train or calibration, got {part!r}")
+    if not 0 < fraction < 1:
+        raise DataError(f"part {part!r} needs 0 < calibration_fraction < 1, got {fraction}")
+    if group is None:
+        kept, held = split_per_class(samples, level, fraction, seed)
+    else:  # one representative per group decides where all of the group's images go
+        firsts = list({s.labels[group]: s for s in reversed(samples)}.values())
+        held_groups = {s.labels[group] for s in split_per_class(firsts, level, fraction, seed)[1]}
+        held = [s for s in samples if s.labels[group] in held_groups]
+        kept = [s for s in samples if s.labels[group] not in held_groups]
+    return kept if part == "train" else held
+
+
 def split_per_class(samples: Sequence[Sample], level: str, fraction: float, seed: int = 0):
     """Hold out `fraction` of each class (at least one image when a class has two or more):
     returns (kept, held_out), deterministic for a seed. Samples without that level stay in `kept`."""

@@ -45,12 +45,14 @@ def load(file: str | Path, root: str | Path | None = None) -> list[Sample]:
     return samples
 
 
-def evaluate(predictor, file: str | Path, flip: bool = False, level: str | None = None) -> dict:
+def evaluate(predictor, file: str | Path, flip: bool = False, level: str | None = None,
+             rerank: str | None = None) -> dict:
     """Every image with a vehicle label is a query against all the others (itself and its vehicle's
     same-camera images are junk), plus coarse-level accuracy; a CSV without vehicle labels is scored
-    on the coarse level only."""
+    on the coarse level only. rerank: "k-reciprocal" or "aqe" re-ranks the re-id lists first
+    (rnnha.rerank); the result records it."""
     from ..metrics import reid_metrics
-    from ..protocols import coarse_accuracy, coarse_if_labelled, extract, vehicle_ids
+    from ..protocols import coarse_accuracy, coarse_if_labelled, extract, similarity_between, vehicle_ids
 
     samples = load(file)
     if not any("vehicle" in s.labels for s in samples):
@@ -60,12 +62,16 @@ def evaluate(predictor, file: str | Path, flip: bool = False, level: str | None 
     features = extract(predictor, samples, flip)
     # a missing camera is the image's own, so that only the query itself is removed
     cams = [s.camera if s.camera is not None else f"image{i}" for i, s in enumerate(samples)]
-    similarity = features.embeddings @ features.embeddings.T
+    similarity, ran = similarity_between(features.embeddings, features.embeddings, rerank)
     ids = vehicle_ids(samples)
-    return {**reid_metrics(similarity, ids, ids, cams, cams), **coarse_if_labelled(predictor, samples, features)}
+    return {**reid_metrics(similarity, ids, ids, cams, cams), **coarse_if_labelled(predictor, samples, features),
+            **ran}
 
 
-def check(file: str | Path, level: str | None = None) -> None:
+def check(file: str | Path, level: str | None = None, rerank: str | None = None) -> None:
+    from ..rerank import check_method
+
+    check_method(rerank)
     load(file)
 
 

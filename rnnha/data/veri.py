@@ -89,27 +89,32 @@ def _protocol_sets(root: Path, split: str, val_fraction: float, seed: int) -> tu
     raise DataError(f"the VeRi protocol scores split 'test' (query vs test) or 'val', got {split!r}")
 
 
-def check(root: str | Path, split: str = "test", val_fraction: float = 0.0, seed: int = 0) -> None:
+def check(root: str | Path, split: str = "test", val_fraction: float = 0.0, seed: int = 0,
+          rerank: str | None = None) -> None:
+    from ..rerank import check_method
+
+    check_method(rerank)
     _protocol_sets(Path(root), split, val_fraction, seed)
 
 
 def evaluate(predictor, root: str | Path, flip: bool = False, split: str = "test", val_fraction: float = 0.0,
-             seed: int = 0) -> dict:
+             seed: int = 0, rerank: str | None = None) -> dict:
     """Image-to-track protocol: each query image against the whole test set; the test images of the
     query's vehicle from the query's camera are junk. CMC, mAP and mINP (torchreid / fast-reid), and
     VeRi's official MATLAB-style AP as `veri_matlab_mAP`. split="val": the held-out training vehicles'
-    images, each a query against the others, under the same rule (the query itself is junk too)."""
-    from ..metrics import veri_matlab_metrics
-    from ..protocols import cameras, extract, reid_between, vehicle_ids
+    images, each a query against the others, under the same rule (the query itself is junk too).
+    rerank: "k-reciprocal" or "aqe" re-ranks the list first (rnnha.rerank); the result records it."""
+    from ..metrics import reid_metrics, veri_matlab_metrics
+    from ..protocols import cameras, extract, similarity_between, vehicle_ids
 
     query, gallery = _protocol_sets(Path(root), split, val_fraction, seed)
     q = extract(predictor, query, flip, desc="query")
     g = q if gallery is query else extract(predictor, gallery, flip, desc="gallery")
-    result = reid_between(q, g, query, gallery)
-    official = veri_matlab_metrics(q.embeddings @ g.embeddings.T, vehicle_ids(query), vehicle_ids(gallery),
-                                   cameras(query), cameras(gallery))
-    result["veri_matlab_mAP"] = official["mAP"]
-    return result
+    similarity, ran = similarity_between(q.embeddings, g.embeddings, rerank)  # once, for both APs
+    labels = vehicle_ids(query), vehicle_ids(gallery), cameras(query), cameras(gallery)
+    result = reid_metrics(similarity, *labels)
+    result["veri_matlab_mAP"] = veri_matlab_metrics(similarity, *labels)["mAP"]
+    return {**result, **ran}
 
 
 def rows(result: dict) -> list[tuple[str, str, float]]:
