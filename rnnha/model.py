@@ -51,7 +51,9 @@ class RNNHAConfig:
     attention_pool: str = "mean"  # "mean" (Eq. 9 as printed) | "sum" (same scale as GAP(f))
     neck: bool = False  # BN neck on every o_t before its (bias-free) classifier; embedding = BN(o_T)
     dropout: float = 0.0  # before each classifier
-    aux_classifier: bool = False  # training only: CE of the coarse level on BN(GAP(f)) added to the loss
+    # training only: CE of one level on BN(GAP(f)) added to the loss (deep supervision of the backbone);
+    # True: the coarse (first) level, or a level's name (the car model, below a vehicle-class level)
+    aux_classifier: bool | str = False
     pretrained_backbone: bool = False  # load the backbone's ImageNet weights when building
     # preprocessing; None means the backbone's own (see rnnha.transforms.resolve_preprocessing)
     input_size: int | list[int] | None = None  # side, or [height, width]
@@ -76,6 +78,8 @@ class RNNHAConfig:
             )
         if self.aux_classifier and self.head != "rnnha":
             problems.append("aux_classifier is for head 'rnnha' (the bnneck head classifies BN(GAP(f)) already)")
+        if isinstance(self.aux_classifier, str) and self.aux_classifier not in self.level_names:
+            problems.append(f"aux_classifier {self.aux_classifier!r} is not a level: one of {self.level_names} or true")
         if self.recurrent not in ("gru", "fc"):
             problems.append(f"recurrent must be 'gru' or 'fc', got {self.recurrent!r}")
         if self.attention_pool not in ("mean", "sum"):
@@ -95,6 +99,13 @@ class RNNHAConfig:
     @property
     def num_levels(self) -> int:
         return len(self.num_classes)
+
+    @property
+    def aux_level(self) -> int | None:
+        """The level the auxiliary classifier learns (aux_classifier), or None."""
+        if not self.aux_classifier:
+            return None
+        return self.level_names.index(self.aux_classifier) if isinstance(self.aux_classifier, str) else 0
 
     @property
     def variant(self) -> str:
@@ -233,7 +244,7 @@ class RNNHAHead(nn.Module):
         self.classifiers = nn.ModuleList(nn.Linear(H, n, bias=not config.neck) for n in config.num_classes)
         if config.aux_classifier:  # not the paper: deep supervision of the backbone, as the baseline's head
             self.aux_neck = BNNeck(d)
-            self.aux_classifier = nn.Linear(d, config.num_classes[0], bias=False)
+            self.aux_classifier = nn.Linear(d, config.num_classes[config.aux_level], bias=False)
             nn.init.normal_(self.aux_classifier.weight, std=0.001)
 
     def step(self, t: int, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -331,11 +342,12 @@ class RNNHA(nn.Module):
         return self.head(self.backbone(images))
 
     def loss(self, output: RNNHAOutput, labels: torch.Tensor, label_smoothing: float = 0.0):
-        """The paper's loss (the levels' cross-entropies, summed); with aux_classifier, plus the coarse
-        level's on BN(GAP(f)). Returns the total and the per-level losses (the auxiliary one is not a level)."""
+        """The paper's loss (the levels' cross-entropies, summed); with aux_classifier, plus its level's
+        on BN(GAP(f)). Returns the total and the per-level losses (the auxiliary one is not a level)."""
         total, per_level = hierarchical_loss(output.logits, labels, label_smoothing)
         if output.aux_logits is not None:
-            total = total + hierarchical_loss([output.aux_logits], labels[:, :1], label_smoothing)[0]
+            t = self.config.aux_level
+            total = total + hierarchical_loss([output.aux_logits], labels[:, t:t + 1], label_smoothing)[0]
         return total, per_level
 
 

@@ -270,8 +270,8 @@ def model_card(config: RNNHAConfig, name: str, metrics: dict | None = None, lice
         (config.head == "rnnha" and config.neck,
          "a BN neck on every step's output before its classifier; the embedding is BN(o_T)"),
         (config.aux_classifier,
-         "trained with deep supervision, a linear classifier of the coarse level on BN(GAP(f)) whose loss "
-         "is added to the paper's (training only: not in these weights)"),
+         f"trained with deep supervision, a linear classifier of the {config.level_names[config.aux_level or 0]} "
+         "level on BN(GAP(f)) whose loss is added to the paper's (training only: not in these weights)"),
     ) if flag]
     beyond_text = f" Beyond the paper: {'; '.join(beyond)}." if beyond else ""
     text = f"""---

@@ -313,10 +313,12 @@ def levels_of(cfg: TrainConfig, source: RNNHAConfig | None) -> list[str]:
 
 
 def initialise_from(model: RNNHA, source: Source | str | Path) -> list[str]:
-    """Copy a source's weights into `model`: every tensor except the classifier of a level whose classes
-    differ from the source's (so that a model can be fine-tuned on new identities), and tensors the
-    recipe's own architecture changed (another head keeps only the backbone). The backbones must be
-    the same. Returns the names left as initialised."""
+    """Copy a source's weights into `model`. Each level's modules (BN neck, classifier, the guidance
+    into its step) go to the level of the same name, wherever it is in the hierarchy (a model with a
+    vehicle-class level above the car model starts from a two-level one); a classifier keeps the rows
+    of the classes both name (new identities start fresh). Not copied: tensors the recipe's own
+    architecture changed (another head keeps only the backbone). The backbones must be the same.
+    Returns the names left as initialised, whole or in part."""
     if not isinstance(source, Source):
         source = read_source(str(source))
     config, mine = source.config, model.config
@@ -324,32 +326,74 @@ def initialise_from(model: RNNHA, source: Source | str | Path) -> list[str]:
         raise ConfigError(f"init_from {source.where} is a {config.head} head on {config.backbone}, "
                           f"this recipe builds a {mine.head} head on {mine.backbone}")
     target = model.state_dict()
-    copied = {}
+    copied, partly = {}, set()  # partly: classifiers of which only the rows of shared classes came
     if config.head != mine.head:
         # another head (the authors' two stages: a plain classifier first, then RNN-HA from it): the
         # backbone only, since a head tensor of the same shape means something else in the other head
         copied = {n: t for n, t in source.state.items() if n.startswith("backbone.") and n in target
                   and target[n].shape == t.shape}
     else:
-        # a level's classifier goes to the level of the same name, if its classes are the same
-        moved = {}
-        for t, level in enumerate(mine.level_names):
-            if level in config.level_names and mine.class_names and config.class_names:
-                u = config.level_names.index(level)
-                if config.class_names[u] == mine.class_names[t]:
-                    moved[u] = t
+        level_of = _level_map(config.level_names, mine.level_names)
         for name, tensor in source.state.items():
-            parts = name.split(".")
-            if parts[:2] == ["head", "classifiers"]:
-                if int(parts[2]) not in moved:
-                    continue
-                name = ".".join(["head", "classifiers", str(moved[int(parts[2])]), *parts[3:]])
+            name, tensor, whole = _moved(name, tensor, level_of, config, mine, target)
             if name in target and target[name].shape == tensor.shape:
                 copied[name] = tensor
+                if not whole:
+                    partly.add(name)
     if not any(name.startswith("backbone.") for name in copied):
         raise ConfigError(f"init_from {source.where}: no backbone weights fit this recipe's model")
     model.load_state_dict(copied, strict=False)
-    return sorted(set(target) - set(copied))
+    return sorted((set(target) - set(copied)) | partly)
+
+
+def _level_map(theirs: list[str], ours: list[str]) -> dict[int, int]:
+    """Source level -> this model's level: by name; a level of ours no source level is named like takes
+    the source's level at the same position, if no other level took it (a coarse level renamed)."""
+    level_of = {u: ours.index(level) for u, level in enumerate(theirs) if level in ours}
+    for t, level in enumerate(ours):
+        if level not in theirs and t < len(theirs) and t not in level_of and t not in level_of.values():
+            level_of[t] = t
+    return level_of
+
+
+def _moved(name: str, tensor: torch.Tensor, level_of: dict[int, int], theirs: RNNHAConfig, ours: RNNHAConfig,
+           target: dict) -> tuple[str, torch.Tensor, bool]:
+    """A source head tensor under the name of the level it belongs to in this model: the per-level
+    modules (neck, FC step, classifier) of level u, and the guidance into step u (transformers[u - 1]);
+    a classifier's rows for the classes both levels have, by name, the others as initialised (then
+    the flag is False: not the whole tensor came from the source)."""
+    parts = name.split(".")
+    if parts[0] != "head" or len(parts) < 3 or not parts[2].isdigit():
+        if parts[:2] == ["head", "aux_classifier"] and theirs.aux_level is not None and ours.aux_level is not None:
+            u, t = theirs.aux_level, ours.aux_level
+            if level_of.get(u) == t:
+                return (name, *_rows(tensor, theirs, ours, u, t, target.get(name)))
+            return "", tensor, True
+        return name, tensor, True
+    u = int(parts[2]) + (parts[1] == "transformers")  # transformers[u - 1] guides step u
+    t = level_of.get(u)
+    if t is None or (parts[1] == "transformers" and t == 0):
+        return "", tensor, True  # a level this model does not have, or step 1 (no guidance)
+    moved = ".".join(["head", parts[1], str(t - (parts[1] == "transformers")), *parts[3:]])
+    if parts[1] == "classifiers":
+        return (moved, *_rows(tensor, theirs, ours, u, t, target.get(moved)))
+    return moved, tensor, True
+
+
+def _rows(tensor: torch.Tensor, theirs: RNNHAConfig, ours: RNNHAConfig, u: int, t: int,
+          initialised: torch.Tensor | None) -> tuple[torch.Tensor, bool]:
+    """A classifier's weight or bias of source level u for level t of ours: the rows of the classes
+    both name, the rest as initialised (the whole tensor when the classes are the same)."""
+    names, mine = (theirs.class_names or [[]] * theirs.num_levels)[u], (ours.class_names or [[]] * ours.num_levels)[t]
+    if (names and names == mine) or initialised is None:  # the same classes; or not in this model: dropped
+        return tensor, True
+    row = {n: i for i, n in enumerate(names)}
+    pairs = [(j, row[n]) for j, n in enumerate(mine) if n in row]
+    out = initialised.clone()
+    if pairs:
+        j, i = map(list, zip(*pairs))
+        out[j] = tensor[i].to(out.dtype)
+    return out, False
 
 
 def _checkpoint_config(path: Path) -> RNNHAConfig:

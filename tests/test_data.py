@@ -179,6 +179,49 @@ def test_combined_datasets_keep_levels_apart(khoa_root, cars_root):
     assert len(twice) == 2 * 204 and twice[:204] == twice[204:]
 
 
+def test_three_levels_from_two_datasets(khoa_root, cars_root):
+    """The three-level default's data: vehicle class from the two-camera type and, for Stanford Cars
+    (every image a car), from `labels`; car model from Stanford Cars only; identity from two-camera."""
+    specs = [DatasetSpec("two-camera", str(khoa_root), {"list_file": "train.txt"}, rename={"type": "class"}),
+             DatasetSpec("stanford-cars", str(cars_root), {"subset": "holdout"}, labels={"class": "car"})]
+    samples = load_specs(specs)
+    space = LabelSpace.from_samples(samples, ["class", "model", "vehicle"])
+    assert space.classes["class"] == ["bus", "car", "motorcycle", "truck"]
+    assert len(space.classes["model"]) == 196 and "truck" not in space.classes["model"]
+    stanford = [s for s in samples if "model" in s.labels]
+    assert len(stanford) == 742 and all(s.labels["class"] == "car" and "vehicle" not in s.labels for s in stanford)
+    assert {s.labels["class"] for s in samples if "vehicle" in s.labels} == {"bus", "car", "motorcycle", "truck"}
+    with pytest.raises(DataError, match=r"labels: \['class'\] are levels this dataset labels itself"):
+        load_specs([DatasetSpec("two-camera", str(khoa_root), {"list_file": "val.txt"}, rename={"type": "class"},
+                                labels={"class": "car"})])
+
+
+def test_calibration_parts_are_never_trained_on(khoa_root, cars_root):
+    """part / subset "calibration" (calibration_fraction 0.1) and "train" split the training data: disjoint,
+    together all of it, whole vehicles on the two-camera side, every type and car model represented; the
+    Stanford Cars holdout is the same as without a calibration part."""
+    from rnnha.data import load_dataset
+
+    every = load_dataset("two-camera", khoa_root, list_file="train.txt")
+    train, calibration = (load_dataset("two-camera", khoa_root, list_file="train.txt", part=part,
+                                       calibration_fraction=0.1) for part in ("train", "calibration"))
+    assert sorted(s.path for s in train + calibration) == sorted(s.path for s in every)
+    vehicles = [{s.labels["vehicle"] for s in part} for part in (train, calibration)]
+    assert not vehicles[0] & vehicles[1] and {s.labels["type"] for s in calibration} == {"bus", "car", "motorcycle", "truck"}
+    assert 0.08 < len(vehicles[1]) / (len(vehicles[0]) + len(vehicles[1])) < 0.13
+    old_train = load_dataset("stanford-cars", cars_root, subset="train")
+    cars = {part: load_dataset("stanford-cars", cars_root, subset=part, calibration_fraction=0.1)
+            for part in ("train", "calibration", "holdout")}
+    assert sorted(s.path for s in cars["train"] + cars["calibration"]) == sorted(s.path for s in old_train)
+    assert not {s.path for s in cars["calibration"]} & {s.path for s in cars["holdout"]}
+    assert cars["holdout"] == load_dataset("stanford-cars", cars_root, subset="holdout")
+    assert len({s.labels["model"] for s in cars["calibration"]}) == 196
+    with pytest.raises(DataError, match="needs 0 < calibration_fraction < 1"):
+        load_dataset("stanford-cars", cars_root, subset="calibration")
+    with pytest.raises(DataError, match="part must be all, train or calibration"):
+        load_dataset("two-camera", khoa_root, part="val")
+
+
 def test_pk_sampler_batches_identities():
     identities = [i // 3 for i in range(30)] + [IGNORE_INDEX] * 5  # 10 ids x 3 images, 5 unlabelled
     sampler = PKSampler(identities, p=4, k=2, seed=1)

@@ -215,3 +215,33 @@ def test_init_from_moves_a_classifier_to_the_level_of_the_same_name():
     fresh = initialise_from(target, Source(source.state_dict(), source.config, "source"))
     assert not any(name.startswith("head.classifiers.") for name in fresh)
     assert torch.equal(target.state_dict()["head.classifiers.0.weight"], source.state_dict()["head.classifiers.1.weight"])
+
+
+def test_init_from_a_two_level_model_into_three_levels():
+    """[model, vehicle] -> [class, model, vehicle] (a vehicle-class level above the car model, as the
+    default model gained): each level's neck, classifier rows (by class name) and the guidance into its
+    step follow the level's name; the new level and the guidance into the car-model step start fresh."""
+    from rnnha import RNNHA, RNNHAConfig
+    from rnnha.train import Source, initialise_from
+
+    torch.manual_seed(0)
+    source = RNNHA(RNNHAConfig(num_classes=[3, 2], level_names=["model", "vehicle"], hidden_size=16, neck=True,
+                               class_names=[["Audi TT", "BMW M3", "truck"], ["a", "b"]], aux_classifier=True))
+    torch.manual_seed(1)
+    target = RNNHA(RNNHAConfig(num_classes=[2, 2, 2], level_names=["class", "model", "vehicle"], hidden_size=16,
+                               neck=True, class_names=[["car", "truck"], ["BMW M3", "Audi TT"], ["a", "b"]],
+                               aux_classifier="model"))
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    fresh = initialise_from(target, Source(source.state_dict(), source.config, "source"))
+    mine, theirs = target.state_dict(), source.state_dict()
+    for ours, origin in (("head.necks.1.weight", "head.necks.0.weight"), ("head.necks.2.running_var", "head.necks.1.running_var"),
+                         ("head.transformers.1.fc1.weight", "head.transformers.0.fc1.weight"),
+                         ("head.classifiers.2.weight", "head.classifiers.1.weight"), ("head.gru.weight_hh", "head.gru.weight_hh")):
+        assert torch.equal(mine[ours], theirs[origin]), ours
+    swapped = theirs["head.classifiers.0.weight"][[1, 0]]  # ours: BMW M3, Audi TT
+    assert torch.equal(mine["head.classifiers.1.weight"], swapped)
+    assert torch.equal(mine["head.aux_classifier.weight"], theirs["head.aux_classifier.weight"][[1, 0]])
+    for name in ("head.necks.0.weight", "head.classifiers.0.weight", "head.transformers.0.fc1.weight"):
+        assert torch.equal(mine[name], before[name]) and name in fresh, name
+    assert "head.classifiers.2.weight" not in fresh and "head.gru.weight_ih" not in fresh
+    assert not any(n.startswith("backbone.") for n in fresh)

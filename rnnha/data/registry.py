@@ -109,6 +109,8 @@ class DatasetSpec:
     """One dataset of a run, as written in a training config.
 
     rename: map the dataset's level names onto the run's (e.g. {"type": "model"});
+    labels: a label every image of the dataset has at a level of the run, that its files do not say
+        (e.g. {"class": "car"}: every Stanford Cars image is a car);
     ignore: labels to treat as missing per level (e.g. {"model": ["car"]});
     prefix: namespaces vehicle ids, so that ids of different datasets never collide;
     repeat: list the dataset this many times per epoch (oversample a small dataset in a mix).
@@ -118,6 +120,7 @@ class DatasetSpec:
     root: str
     options: dict = field(default_factory=dict)
     rename: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
     ignore: dict[str, list[str]] = field(default_factory=dict)
     prefix: str | None = None
     repeat: int = 1
@@ -132,6 +135,10 @@ class DatasetSpec:
         out = []
         for s in samples:
             labels = {self.rename.get(k, k): v for k, v in s.labels.items()}
+            if labels.keys() & self.labels.keys():
+                raise DataError(f"labels: {sorted(labels.keys() & self.labels.keys())} are levels this dataset "
+                                "labels itself; rename its level or drop it from labels")
+            labels.update(self.labels)
             labels = {k: v for k, v in labels.items() if v not in self.ignore.get(k, ())}
             if self.prefix and "vehicle" in labels:
                 labels["vehicle"] = f"{self.prefix}/{labels['vehicle']}"
