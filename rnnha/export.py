@@ -18,10 +18,11 @@ from pathlib import Path
 
 import torch
 
+from .calibration import fit_same_vehicle, similarity_histograms
 from .model import RNNHA, RNNHAConfig
 from .pretrained import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, ModelInfo, model_card, save_pretrained
 
-__all__ = ["calibrate", "export_checkpoint", "main"]
+__all__ = ["calibrate", "calibration_specs", "fit_temperatures", "export_checkpoint", "main"]
 
 
 # --- CLI ----------------------------------------------------------------------------------------------
@@ -36,19 +37,66 @@ def calibrate(model: RNNHA, kind: str, root: str | Path, list_file: str | None =
     options = {"list_file": list_file} if list_file else {}
     samples = load_dataset(kind, root, **options)
     features = extract(Predictor(model), samples, desc="calibrate")
-    result = calibrate_threshold(*pair_similarities(features.embeddings, [s.labels["vehicle"] for s in samples]))
+    similarities, same = pair_similarities(features.embeddings, [s.labels["vehicle"] for s in samples])
+    result = calibrate_threshold(similarities, same)
     where = f"{Path(root).name}" + (f" ({list_file})" if list_file else "")
     return {**result, "source": f"all image pairs of {where}: {result['positive_pairs']} same-vehicle and "
                                 f"{result['negative_pairs']} different-vehicle pairs, best balanced accuracy "
-                                f"{result['balanced_accuracy']:.1f} %"}
+                                f"{result['balanced_accuracy']:.1f} %",
+            "same_vehicle": fit_same_vehicle(similarities, same), "pairs": similarity_histograms(similarities, same)}
+
+
+def calibration_specs(train: list[dict]) -> list[dict]:
+    """The calibration parts of a recipe's `train:` datasets: each dataset that sets calibration_fraction,
+    with its part (two-camera) or subset (stanford-cars) set to "calibration", listed once."""
+    specs = []
+    for spec in train:
+        options = dict(spec.get("options") or {})
+        if options.get("calibration_fraction"):
+            options["part" if "part" in options else "subset"] = "calibration"
+            specs.append({**spec, "options": options, "repeat": 1})
+    if not specs:
+        raise ValueError("the recipe's training data has no calibration part: set calibration_fraction in the "
+                         "options of a train: dataset (configs/hierarchy/three_level.yaml does)")
+    return specs
+
+
+def fit_temperatures(model: RNNHA, train: list[dict]) -> dict:
+    """A softmax temperature for each coarse level, fitted on the calibration parts of the recipe's
+    training data (images it never trained on; rnnha.calibration), with the ECE there before and after."""
+    from .calibration import expected_calibration_error, fit_temperature
+    from .data.registry import load_specs
+    from .predictor import Predictor
+    from .protocols import extract
+
+    specs = calibration_specs(train)
+    samples = load_specs(specs)
+    predictor = Predictor(model, dtype=torch.float32)
+    features = extract(predictor, samples, desc="temperatures")
+    config, temperatures, ece = model.config, {}, {}
+    for t, level in enumerate(config.level_names[:-1]):  # the identity level's classes are training ids
+        index = {n: i for i, n in enumerate(predictor.class_names(t))}
+        targets = torch.tensor([index.get(s.labels.get(level), -100) for s in samples])
+        if not (targets >= 0).any():
+            continue
+        logits = features.logits[t].float()
+        temperatures[level] = round(fit_temperature(logits, targets), 4)
+        ece[level] = {"before": round(expected_calibration_error(logits.softmax(1), targets), 4),
+                      "after": round(expected_calibration_error((logits / temperatures[level]).softmax(1), targets), 4),
+                      "images": int((targets >= 0).sum())}
+    where = "; ".join(f"{spec['kind']} {Path(spec['root']).name} {spec['options']}" for spec in specs)
+    return {"temperatures": temperatures, "temperature_source": f"the calibration parts of the training data ({where})",
+            "temperature_ece": ece}
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: torch.dtype = torch.float32,
                       name: str | None = None, license: str = "apache-2.0", description: str = "",
                       training_data: str = "", extra_metrics: dict | None = None,
-                      calibration: tuple[str, str, str | None] | None = None, command: str = "") -> Path:
+                      calibration: tuple[str, str, str | None] | None = None, command: str = "",
+                      temperatures: bool = False) -> Path:
     """A model folder from a training checkpoint: weights, config (with the training recipe, metrics,
-    the calibrated threshold and zoo metadata) and a model card."""
+    the calibrated threshold and same-vehicle probability, the temperatures when asked for, zoo
+    metadata) and a model card."""
     from .checkpoint import model_state, read_checkpoint
 
     tensors, record = read_checkpoint(checkpoint)
@@ -71,11 +119,23 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: torch.
     info = ModelInfo(training=train_cfg, metrics=metrics, epochs_trained=record.get("epoch"), description=description,
                      license=license, training_data=training_data, tags=[config.backbone, config.variant])
     extra_text = ""
+    fitted = fit_temperatures(model, train_cfg.get("train", [])) if temperatures else {}
     if calibration is not None:
         threshold = calibrate(model, *calibration)
+        fitted.update(same_vehicle=threshold["same_vehicle"], pairs=threshold["pairs"])
         info = info.replace(threshold=threshold["threshold"], threshold_source=threshold["source"])
         extra_text = (f"\n## Same vehicle or not\n\nCosine similarity >= {threshold['threshold']:.4f} means "
-                      f"\"same vehicle\": calibrated on {threshold['source']}.\n")
+                      f"\"same vehicle\": calibrated on {threshold['source']}. The probability of the same "
+                      f"vehicle is sigmoid({threshold['same_vehicle']['a']:.2f} s {threshold['same_vehicle']['b']:+.2f}) "
+                      f"of the similarity s (both kinds of pair weighted equally; 0.5 at "
+                      f"{threshold['same_vehicle']['even_at']:.3f}).\n")
+    if fitted.get("temperatures"):
+        rows = "\n".join(f"| {level} | {t:.3f} | {fitted['temperature_ece'][level]['before']:.3f} | "
+                         f"{fitted['temperature_ece'][level]['after']:.3f} |" for level, t in fitted["temperatures"].items())
+        extra_text += (f"\n## Calibrated probabilities\n\nEach coarse level's logits are divided by a temperature "
+                       f"fitted on {fitted['temperature_source']}; expected calibration error (15 bins) there:\n\n"
+                       f"| level | temperature | ECE before | ECE after |\n|---|---:|---:|---:|\n{rows}\n")
+    info = info.replace(calibration=fitted)
     name = name or Path(out_dir).name
     card = model_card(config, name, metrics, license, datasets, training, extra_text)
     return save_pretrained(model, out_dir, dtype, info, card)
@@ -103,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibrate", nargs=2, metavar=("KIND", "ROOT"),
                         help="calibrate the same-vehicle threshold on a labelled set (e.g. two-camera DIR)")
     parser.add_argument("--calibrate-list", help="list file for --calibrate (e.g. val.txt)")
+    parser.add_argument("--temperatures", action="store_true", help="fit a softmax temperature per coarse level on "
+                        "the calibration parts of the recipe's training data (its calibration_fraction)")
     parser.add_argument("--command", default="", help="the training command, for the card")
     parser.add_argument("--push", metavar="ORG/NAME", help="upload the folder to this Hub repo")
     parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
@@ -128,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         calibration = (*args.calibrate, args.calibrate_list) if args.calibrate else None
         folder = export_checkpoint(args.checkpoint, args.out_dir, getattr(torch, args.dtype), args.name,
                                    args.license, args.description, args.training_data, extra_metrics,
-                                   calibration, args.command)
+                                   calibration, args.command, args.temperatures)
         if args.formats:  # the checkpoint's folder first (card, threshold), then its exports
             return _named_export(args, str(folder))
         print(f"wrote {folder}: {', '.join(sorted(p.name for p in folder.iterdir()))}")
@@ -140,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 CHECKPOINT_ONLY = ("dtype", "name", "license", "description", "training_data", "metrics", "calibrate",
-                   "calibrate_list", "command")
+                   "calibrate_list", "command", "temperatures")
 
 
 def _push(args, folder: Path) -> None:

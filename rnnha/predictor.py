@@ -161,6 +161,15 @@ class Predictor:
             self._heads[dtype] = cached = (key, copy.deepcopy(head).to(dtype).eval())
         return cached[1]
 
+    def temperature(self, level: int) -> float:
+        """The level's softmax temperature from the model folder's calibration (1 when none was fitted)."""
+        info = self.info
+        return info.temperature(self.level_names[level]) if info is not None else 1.0
+
+    def probabilities(self, logits: torch.Tensor, level: int) -> torch.Tensor:
+        """softmax(logits / T) of a level: its calibrated probabilities (the plain softmax without T)."""
+        return (logits.float() / self.temperature(level)).softmax(dim=1)
+
     def embed(self, images) -> torch.Tensor:
         """N x D unit-norm float32 embeddings (on the CPU) of a list of images or a batch tensor."""
         parts = [self.forward(b).embedding.float().cpu() for b in self._batches(images)]
@@ -174,13 +183,14 @@ class Predictor:
         return torch.cat(parts) if parts else torch.empty(0, self.model.backbone.feature_dim)
 
     def predict(self, images, topk: int = 5) -> list[Prediction]:
-        """Per image: embedding, top-k (label, probability) of every level, attention map."""
+        """Per image: embedding, top-k (label, probability) of every level (calibrated where the model
+        folder has temperatures), attention map."""
         results = []
         for batch in self._batches(images):
             out = self.forward(batch)
             tops = []
             for level, logits in enumerate(out.logits):
-                probs = logits.float().softmax(dim=1).cpu()
+                probs = self.probabilities(logits, level).cpu()
                 k = min(topk, probs.shape[1])
                 values, indices = probs.topk(k, dim=1)
                 names = self.class_names(level)

@@ -35,6 +35,9 @@ class ModelInfo:
 
     threshold: float | None = None  # cosine similarity at or above which two images are the same vehicle
     threshold_source: str = ""  # what it was calibrated on
+    # rnnha.calibration's fits: {"temperatures": {level: T}, "temperature_source": str,
+    # "same_vehicle": {"a", "b", ...}, "pairs": similarity histograms of the calibration pairs, "ece": ...}
+    calibration: dict = field(default_factory=dict)
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # {dataset kind: {metric: value}}
     training: dict = field(default_factory=dict)  # the training recipe (rnnha.train.TrainConfig)
     epochs_trained: int | None = None
@@ -57,7 +60,12 @@ class ModelInfo:
         tags = zoo.get("tags", [])
         if not isinstance(tags, list):
             raise ValueError(f"zoo.tags must be a list of strings, got {tags!r}")
+        calibration = document.get("calibration", {})
+        temperatures = calibration.get("temperatures", {}) if isinstance(calibration, dict) else None
+        if not isinstance(temperatures, dict) or not all(isinstance(t, (int, float)) and t > 0 for t in temperatures.values()):
+            raise ValueError(f"calibration.temperatures must map level names to positive numbers, got {temperatures!r}")
         return cls(threshold=document.get("same_vehicle_threshold"), threshold_source=document.get("threshold_source", ""),
+                   calibration=calibration,
                    metrics=document.get("metrics", {}), training=document.get("training", {}),
                    epochs_trained=document.get("epochs_trained"), description=zoo.get("description", ""),
                    license=zoo.get("license", "unknown"), training_data=zoo.get("training_data", ""),
@@ -70,12 +78,16 @@ class ModelInfo:
                "training_data": self.training_data, "tags": self.tags, "sha256": self.sha256}
         document = {"training": self.training, "metrics": self.metrics, "epochs_trained": self.epochs_trained,
                     "same_vehicle_threshold": self.threshold, "threshold_source": self.threshold_source,
-                    "zoo": {k: v for k, v in zoo.items() if v not in empty}}
+                    "calibration": self.calibration, "zoo": {k: v for k, v in zoo.items() if v not in empty}}
         return {k: v for k, v in document.items() if v not in empty}
+
+    def temperature(self, level: str) -> float:
+        """The level's fitted softmax temperature (1: none fitted)."""
+        return float(self.calibration.get("temperatures", {}).get(level, 1.0))
 
     def for_new_weights(self) -> "ModelInfo":
         """What still holds once the weights have changed (fine-tuned): the descriptive fields, not the
-        measured ones (threshold, metrics, training record)."""
+        measured ones (threshold, calibration, metrics, training record)."""
         return ModelInfo(description=self.description, license=self.license, training_data=self.training_data,
                          tags=list(self.tags))
 

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .errors import DataError
 from .images import load_image
+from .calibration import expected_calibration_error
 from .metrics import reid_metrics, topk_accuracy
 from .rerank import check_method, rerank_similarity
 
@@ -131,6 +132,12 @@ def coarse_accuracy(predictor: "Predictor", samples: Sequence["Sample"], level: 
     result = topk_accuracy(features.logits[t], targets)
     result.update(level=name, num_images=labelled, num_unknown_labels=sum(
         1 for s in samples if name in s.labels and s.labels[name] not in index))
+    # expected calibration error (15 bins) of the probabilities as the predictor gives them (with the
+    # model folder's temperature, if any), and of the plain softmax
+    logits = features.logits[t].float()
+    result["ece"] = round(expected_calibration_error(predictor.probabilities(logits, t), targets), 4)
+    result["ece_uncalibrated"] = round(expected_calibration_error(logits.softmax(dim=1), targets), 4)
+    result["temperature"] = predictor.temperature(t)
     return result
 
 
@@ -140,5 +147,5 @@ def coarse_if_labelled(predictor: "Predictor", samples: Sequence["Sample"], feat
         known = set(predictor.class_names(t))
         if any(s.labels.get(level) in known for s in samples):
             accuracy = coarse_accuracy(predictor, samples, level, features)
-            return {f"{level}_top1": accuracy["top1"], f"{level}_top5": accuracy["top5"]}
+            return {f"{level}_{key}": accuracy[key] for key in ("top1", "top5", "ece", "ece_uncalibrated")}
     return {}

@@ -73,3 +73,45 @@ def test_the_distribution_picture():
     assert blue > 100
     plain = np.asarray(similarity_picture(histograms, 0.42)).reshape(-1, 3).astype(int)
     assert (abs(plain - [0x1F, 0x77, 0xB4]).sum(1) < 30).sum() < blue / 4
+
+
+@pytest.mark.slow
+def test_export_fits_temperatures_on_the_recipes_calibration_part(tmp_path, khoa_root):
+    """rnnha.export --temperatures: the recipe's calibration part (vehicles it never trained on) fits a
+    temperature per coarse level that lowers the ECE there; --calibrate adds the same-vehicle probability
+    and the pair histograms; the folder's Predictor gives the tempered probabilities; the card says so."""
+    from rnnha import RNNHA, RNNHAConfig
+    from rnnha.checkpoint import save_checkpoint
+    from rnnha.export import export_checkpoint
+    from rnnha.predictor import Predictor
+
+    torch.manual_seed(0)
+    model = RNNHA(RNNHAConfig(num_classes=[4, 3], level_names=["type", "vehicle"], hidden_size=16, input_size=64,
+                              class_names=[["bus", "car", "motorcycle", "truck"], ["a", "b", "c"]]))
+    with torch.no_grad():
+        model.head.classifiers[0].weight.mul_(200)  # an untrained, very overconfident type level
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    recipe = {"train": [{"kind": "two-camera", "root": str(khoa_root),
+                         "options": {"list_file": "train.txt", "part": "train", "calibration_fraction": 0.1}}]}
+    save_checkpoint(tmp_path / "last.safetensors", model, optimizer, scheduler,
+                    {"model_config": model.config.to_dict(), "config": recipe, "epoch": 1})
+    folder = export_checkpoint(tmp_path / "last.safetensors", tmp_path / "out", temperatures=True,
+                               calibration=("two-camera", str(khoa_root), "val.txt"))
+    loaded = RNNHA.from_pretrained(folder)
+    calibration = loaded.info.calibration
+    t = calibration["temperatures"]["type"]
+    ece = calibration["temperature_ece"]["type"]
+    assert t > 2 and ece["after"] < ece["before"] and 60 <= ece["images"] <= 100  # 10 % of 365 vehicles, 2 views
+    assert "part': 'calibration'" in calibration["temperature_source"]
+    same = calibration["same_vehicle"]
+    assert same["a"] > 0 and set(calibration["pairs"]) == {"edges", "same", "different"}
+    assert sum(calibration["pairs"]["same"]) == 102 and loaded.info.threshold is not None
+    predictor = Predictor(loaded, dtype=torch.float32)
+    assert predictor.temperature(0) == pytest.approx(t) and predictor.temperature(1) == 1.0
+    image = sorted((khoa_root / "images").rglob("*.jpg"))[:1]
+    logits = predictor.forward(predictor.preprocess(image)).logits[0].float()
+    top = predictor.predict(image, topk=1)[0].levels["type"][0][1]
+    assert top == pytest.approx(float((logits / t).softmax(1).max()), abs=1e-5)
+    card = (folder / "README.md").read_text()
+    assert "## Calibrated probabilities" in card and "The probability of the same vehicle is sigmoid(" in card
