@@ -89,6 +89,20 @@ def fit_temperatures(model: RNNHA, train: list[dict]) -> dict:
             "temperature_ece": ece}
 
 
+def _hierarchy(config: RNNHAConfig, train: list[dict]) -> dict:
+    """rnnha.data.base.level_hierarchy of the recipe's training data ({} when it cannot be read here)."""
+    from .data.base import level_hierarchy
+    from .data.registry import load_specs
+    from .errors import DataError
+
+    try:
+        return level_hierarchy(load_specs(train), config.level_names) if train else {}
+    except (DataError, OSError, TypeError) as exc:
+        print(f"warning: the training data is not readable here ({exc}): the folder says no level hierarchy, "
+              "so the app shows every level's guess", file=sys.stderr)
+        return {}
+
+
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: torch.dtype = torch.float32,
                       name: str | None = None, license: str = "apache-2.0", description: str = "",
                       training_data: str = "", extra_metrics: dict | None = None,
@@ -135,7 +149,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: torch.
         extra_text += (f"\n## Calibrated probabilities\n\nEach coarse level's logits are divided by a temperature "
                        f"fitted on {fitted['temperature_source']}; expected calibration error (15 bins) there:\n\n"
                        f"| level | temperature | ECE before | ECE after |\n|---|---:|---:|---:|\n{rows}\n")
-    info = info.replace(calibration=fitted)
+    info = info.replace(calibration=fitted, hierarchy=_hierarchy(config, train_cfg.get("train", [])))
     name = name or Path(out_dir).name
     card = model_card(config, name, metrics, license, datasets, training, extra_text)
     return save_pretrained(model, out_dir, dtype, info, card)

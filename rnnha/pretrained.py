@@ -38,6 +38,8 @@ class ModelInfo:
     # rnnha.calibration's fits: {"temperatures": {level: T}, "temperature_source": str,
     # "same_vehicle": {"a", "b", ...}, "pairs": similarity histograms of the calibration pairs, "ece": ...}
     calibration: dict = field(default_factory=dict)
+    # which labels each level applies under ({"model": {"type": ["car"]}}: rnnha.data.base.level_hierarchy)
+    hierarchy: dict = field(default_factory=dict)
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # {dataset kind: {metric: value}}
     training: dict = field(default_factory=dict)  # the training recipe (rnnha.train.TrainConfig)
     epochs_trained: int | None = None
@@ -65,7 +67,7 @@ class ModelInfo:
         if not isinstance(temperatures, dict) or not all(isinstance(t, (int, float)) and t > 0 for t in temperatures.values()):
             raise ValueError(f"calibration.temperatures must map level names to positive numbers, got {temperatures!r}")
         return cls(threshold=document.get("same_vehicle_threshold"), threshold_source=document.get("threshold_source", ""),
-                   calibration=calibration,
+                   calibration=calibration, hierarchy=document.get("hierarchy", {}),
                    metrics=document.get("metrics", {}), training=document.get("training", {}),
                    epochs_trained=document.get("epochs_trained"), description=zoo.get("description", ""),
                    license=zoo.get("license", "unknown"), training_data=zoo.get("training_data", ""),
@@ -78,7 +80,7 @@ class ModelInfo:
                "training_data": self.training_data, "tags": self.tags, "sha256": self.sha256}
         document = {"training": self.training, "metrics": self.metrics, "epochs_trained": self.epochs_trained,
                     "same_vehicle_threshold": self.threshold, "threshold_source": self.threshold_source,
-                    "calibration": self.calibration, "zoo": {k: v for k, v in zoo.items() if v not in empty}}
+                    "calibration": self.calibration, "hierarchy": self.hierarchy, "zoo": {k: v for k, v in zoo.items() if v not in empty}}
         return {k: v for k, v in document.items() if v not in empty}
 
     def temperature(self, level: str) -> float:

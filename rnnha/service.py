@@ -5,7 +5,7 @@ Work per request is bounded: every image is decoded at most DISPLAY_SIDE pixels 
 at reduced size, see rnnha.images), embedded from that, and its overlay drawn at that size."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
@@ -15,10 +15,45 @@ from .gallery import Gallery, GalleryItem, file_digest
 from .images import load_image
 from .overlay import attention_overlay
 
-__all__ = ["ReidService", "Match", "Identification", "Comparison", "DISPLAY_SIDE", "TILE_SIDE"]
+__all__ = ["ReidService", "Match", "Step", "Identification", "Comparison", "hierarchy_path", "path_text",
+           "DISPLAY_SIDE", "TILE_SIDE", "SURE_AT"]
 
 DISPLAY_SIDE = 1024  # pixels a side of what is embedded and shown (HiDPI-sharp in the app's columns)
 TILE_SIDE = 384  # the attention browser's thumbnails
+SURE_AT = 0.5  # a level's top-1 probability (calibrated where the model has temperatures) to be "sure"
+
+
+@dataclass
+class Step:
+    """One coarse level of the coarse-to-fine path: its top-1 label and probability."""
+
+    level: str
+    label: str
+    probability: float
+    sure: bool  # probability >= SURE_AT
+
+
+def hierarchy_path(levels: dict[str, list[tuple[str, float]]], level_names: list[str],
+                   hierarchy: dict | None = None, sure_at: float = SURE_AT) -> list[Step]:
+    """The coarse-to-fine path of one prediction (Prediction.levels): the top-1 of each coarse level in
+    order (the identity level has no names to show), down to the first level it is not sure of. A level
+    follows only a sure parent, and only a parent label it applies to: `hierarchy` ({level: {parent
+    level: [labels]}}, from the training data) says e.g. that car models apply under "car", not "truck"."""
+    steps: list[Step] = []
+    for level in level_names[:-1] if len(level_names) > 1 else level_names:
+        if steps:
+            parent = steps[-1]
+            under = (hierarchy or {}).get(level, {}).get(parent.level)
+            if not parent.sure or (under is not None and parent.label not in under):
+                break
+        label, probability = levels[level][0]
+        steps.append(Step(level, label, float(probability), float(probability) >= sure_at))
+    return steps
+
+
+def path_text(steps: list[Step]) -> str:
+    """"car 99 % → Audi TTS Coupe 2012 81 %", a level it is not sure of marked "(not sure)"."""
+    return " → ".join(f"{s.label} {100 * s.probability:.0f} %" + ("" if s.sure else " (not sure)") for s in steps)
 
 
 @dataclass
@@ -36,6 +71,13 @@ class Identification:
     matches: list[Match]
     overlay: Image.Image | None  # None when the service draws no overlays
     query_vehicle: str | None
+    path: list[Step] = field(default_factory=list)  # coarse to fine, down to the first level not sure of
+
+    @property
+    def answer(self) -> Step | None:
+        """The deepest level it is sure of, or None: not sure of anything."""
+        sure = [step for step in self.path if step.sure]
+        return sure[-1] if sure else None
 
 
 @dataclass
@@ -44,6 +86,7 @@ class Comparison:
     same: bool | None  # None when the model has no calibrated threshold
     threshold: float | None
     overlays: tuple[Image.Image | None, Image.Image | None]
+    probability: float | None = None  # of the same vehicle (rnnha.calibration), None when not fitted
 
 
 @dataclass
@@ -63,6 +106,28 @@ class ReidService:
     def threshold_source(self) -> str:
         info = self.predictor.info
         return info.threshold_source if info is not None else ""
+
+    @property
+    def calibration(self) -> dict:
+        info = self.predictor.info
+        return info.calibration if info is not None else {}
+
+    def same_vehicle_probability(self, similarity: float) -> float | None:
+        """p(same vehicle | similarity) of the model folder's fit, or None when it has none."""
+        from .calibration import same_vehicle_probability
+
+        fit = self.calibration.get("same_vehicle")
+        return same_vehicle_probability(similarity, fit) if fit else None
+
+    def similarity_picture(self, similarity: float | None = None) -> Image.Image | None:
+        """The same- and different-vehicle similarity distributions of the calibration pairs with the
+        threshold and this similarity marked (rnnha.calibration), or None when the folder has no pairs."""
+        from .calibration import similarity_picture
+
+        pairs = self.calibration.get("pairs")
+        if not pairs or self.threshold is None:
+            return None
+        return similarity_picture(pairs, self.threshold, similarity)
 
     @property
     def coarse_level(self) -> int:
@@ -90,7 +155,9 @@ class ReidService:
                 matches.append(Match(rank, similarity, item, correct))
             overlay = attention_overlay(image, prediction.attention, self.alpha, self.cmap, raw) \
                 if self.overlays else None
-            results.append(Identification(dict(prediction.levels[level]), level, matches, overlay, query_vehicle))
+            info = self.predictor.info
+            path = hierarchy_path(prediction.levels, self.predictor.level_names, info.hierarchy if info else None)
+            results.append(Identification(dict(prediction.levels[level]), level, matches, overlay, query_vehicle, path))
         return results
 
     def compare(self, first, second, raw: bool = False) -> Comparison:
@@ -107,7 +174,7 @@ class ReidService:
             same = None if threshold is None else similarity >= threshold
             overlays = tuple(attention_overlay(im, p.attention, self.alpha, self.cmap, raw)
                              if self.overlays else None for im, p in zip(images[i:i + 2], (a, b)))
-            results.append(Comparison(similarity, same, threshold, overlays))
+            results.append(Comparison(similarity, same, threshold, overlays, self.same_vehicle_probability(similarity)))
         return results
 
     def gallery_overlay(self, index: int, raw: bool = False, max_side: int = TILE_SIDE) -> Image.Image:

@@ -115,3 +115,42 @@ def test_export_fits_temperatures_on_the_recipes_calibration_part(tmp_path, khoa
     assert top == pytest.approx(float((logits / t).softmax(1).max()), abs=1e-5)
     card = (folder / "README.md").read_text()
     assert "## Calibrated probabilities" in card and "The probability of the same vehicle is sigmoid(" in card
+    assert loaded.info.hierarchy == {"vehicle": {"type": ["bus", "car", "motorcycle", "truck"]}}
+    from rnnha.gallery import Gallery
+    from rnnha.service import ReidService
+
+    a, b = sorted((khoa_root / "images").rglob("car_0139_cam*.jpg"))
+    service = ReidService(predictor, Gallery([], torch.empty(0, 16), torch.empty(0, 2, 2)), overlays=False)
+    comparison = service.compare(a, b)
+    assert comparison.probability == pytest.approx(1 / (1 + np.exp(-(same["a"] * comparison.similarity + same["b"]))))
+    picture = service.similarity_picture(comparison.similarity)
+    assert picture.size == (500, 220)
+
+
+def test_the_path_stops_at_the_first_level_it_is_not_sure_of():
+    from rnnha.service import Identification, hierarchy_path, path_text
+
+    names = ["type", "model", "vehicle"]
+    hierarchy = {"model": {"type": ["car"]}}
+    levels = {"type": [("car", 0.99)], "model": [("Audi TTS Coupe 2012", 0.81)], "vehicle": [("17", 0.3)]}
+    path = hierarchy_path(levels, names, hierarchy)
+    assert [(s.level, s.label, s.sure) for s in path] == [("type", "car", True), ("model", "Audi TTS Coupe 2012", True)]
+    assert path_text(path) == "car 99 % → Audi TTS Coupe 2012 81 %"
+    unsure = hierarchy_path({**levels, "model": [("Audi TT", 0.2)]}, names, hierarchy)
+    assert path_text(unsure) == "car 99 % → Audi TT 20 % (not sure)"
+    answer = Identification({}, "model", [], None, None, unsure).answer
+    assert answer.label == "car"  # the deepest level it is sure of
+    truck = hierarchy_path({**levels, "type": [("truck", 0.97)]}, names, hierarchy)
+    assert path_text(truck) == "truck 97 %"  # car models do not apply under truck
+    lost = hierarchy_path({**levels, "type": [("car", 0.4)]}, names, hierarchy)
+    assert path_text(lost) == "car 40 % (not sure)" and Identification({}, "model", [], None, None, lost).answer is None
+    assert path_text(hierarchy_path(levels, names)) == "car 99 % → Audi TTS Coupe 2012 81 %"  # no hierarchy: every level
+
+
+def test_level_hierarchy_of_the_three_level_data(khoa_root, cars_root):
+    from rnnha.data.base import level_hierarchy
+    from rnnha.data.registry import DatasetSpec, load_specs
+
+    samples = load_specs([DatasetSpec("two-camera", str(khoa_root), {"list_file": "val.txt"}),
+                          DatasetSpec("stanford-cars", str(cars_root), {"subset": "holdout"}, labels={"type": "car"})])
+    assert level_hierarchy(samples, ["type", "model", "vehicle"]) == {"model": {"type": ["car"]}}

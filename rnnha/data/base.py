@@ -58,6 +58,18 @@ class LabelSpace:
         return {"levels": self.levels, "classes": self.classes}
 
 
+def level_hierarchy(samples: Sequence[Sample], levels: Sequence[str]) -> dict[str, dict[str, list[str]]]:
+    """Which labels of each level its fine level applies under, as the training data shows it:
+    {level: {parent level: [parent labels seen with a label of level]}}, e.g. {"model": {"type": ["car"]}}
+    when only cars have car models. Levels with no parent label beside their own are left out."""
+    out = {}
+    for parent, level in zip(levels, levels[1:]):
+        under = sorted({s.labels[parent] for s in samples if level in s.labels and parent in s.labels}, key=_natural)
+        if under:
+            out[level] = {parent: under}
+    return out
+
+
 def _natural(name: str):
     return (0, int(name), "") if name.isdigit() else (1, 0, name)
 
