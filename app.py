@@ -45,7 +45,7 @@ from rnnha.images import ImageError
 from rnnha.index import IndexGallery, import_faiss, read_manifest
 from rnnha.io import remove_stale_temporaries
 from rnnha.overlay import colorbar
-from rnnha.service import ReidService
+from rnnha.service import ReidService, path_text
 from rnnha.uploads import MAX_UPLOAD_IMAGES, items_from_uploads
 from zoo import list_models, load_model
 
@@ -292,7 +292,8 @@ def clean_start() -> None:
 @gpu
 def identify(image, model: str, mine: UserGallery | None, raw: bool = False):
     """Identify one vehicle image: its car model or type (top-5 with probabilities), its top-5 gallery
-    matches and where the model looked (attention overlay).
+    matches, where the model looked (attention overlay) and the coarse-to-fine path with probabilities
+    (e.g. "car 99 % → Audi TTS Coupe 2012 81 %"), which says "not sure" below a calibrated confidence.
 
     Args:
         image: a photo of one vehicle (a JPEG, PNG or WebP file or URL), ideally cropped to the vehicle.
@@ -301,25 +302,34 @@ def identify(image, model: str, mine: UserGallery | None, raw: bool = False):
     """
     path, name = _upload(image)
     svc = service(_model(model), mine)
-    return identify_outputs(svc.identify(path, name, raw=_flag(raw)))
+    return identify_outputs(svc, svc.identify(path, name, raw=_flag(raw)))
 
 
-def identify_outputs(result) -> tuple:
-    """An Identification -> the Identify tab's components: label, match rows, match images, overlay, note."""
+def identify_outputs(svc: ReidService, result) -> tuple:
+    """An Identification -> the Identify tab's components: label, match rows, match images, overlay, note,
+    the path (the deepest level it is sure of first)."""
     rows = [[m.rank, round(m.similarity, 4), m.item.vehicle or "", m.item.camera or "",
              "" if m.correct is None else ("yes" if m.correct else "no"), m.item.path.name] for m in result.matches]
     captions = [(_shown(m.item.path), f"#{m.rank} {m.similarity:.3f} {m.item.vehicle or m.item.path.stem}"
                  + {None: "", True: " ✓", False: " ✗"}[m.correct]) for m in result.matches]
     note = f"Query identity: **{result.query_vehicle}** (from its file name)." if result.query_vehicle else \
         "Query identity unknown: matches are not marked."
-    return result.coarse, rows, captions, result.overlay, note
+    return result.coarse, rows, captions, result.overlay, note, _path_note(svc, result)
+
+
+def _path_note(svc: ReidService, result) -> str:
+    answer = result.answer
+    headline = f"**{answer.label}**" if answer else "**Not sure**"
+    calibrated = "" if svc.calibrated else " (probabilities not calibrated for this model)"
+    return f"{headline} · {path_text(result.path)}{calibrated}"
 
 
 @_errors
 @gpu
 def compare(first, second, model: str, raw: bool = False):
     """Compare two vehicle images: cosine similarity, a same / different verdict against the model's
-    calibrated threshold, and both attention overlays.
+    calibrated threshold with the probability of the same vehicle, both attention overlays, and a picture
+    of where this similarity falls among the calibration pairs'.
 
     Args:
         first: a photo of one vehicle (a JPEG, PNG or WebP file or URL).
@@ -333,12 +343,16 @@ def compare(first, second, model: str, raw: bool = False):
 
 
 def compare_outputs(svc: ReidService, result) -> tuple:
-    """A Comparison -> the Compare tab's components: similarity, verdict, both overlays, threshold note."""
+    """A Comparison -> the Compare tab's components: similarity, verdict, both overlays, threshold note,
+    the distributions picture (None when the model has no calibration pairs)."""
     if result.same is None:
         verdict = "no calibrated threshold for this model"
     else:
         verdict = "same vehicle" if result.same else "different vehicles"
-    return result.similarity, verdict, result.overlays[0], result.overlays[1], _threshold_note(svc)
+        if result.probability is not None:
+            verdict += f" (probability of the same vehicle {100 * result.probability:.0f} %)"
+    return (result.similarity, verdict, result.overlays[0], result.overlays[1], _threshold_note(svc),
+            svc.similarity_picture(result.similarity))
 
 
 def _threshold_note(svc: ReidService) -> str:
@@ -449,13 +463,14 @@ def build_demo(default_model: str = "default") -> gr.Blocks:
                         run = gr.Button("Identify", variant="primary")
                         gr.Examples(examples, inputs=query, label="Examples (validation vehicles)")
                     with gr.Column():
+                        path = gr.Markdown(label="Coarse to fine")
                         coarse = gr.Label(num_top_classes=5, label="Car model / type")
                         overlay = gr.Image(label="Attention overlay", interactive=False)
                 note = gr.Markdown()
                 matches = gr.Dataframe(headers=MATCH_COLUMNS, label="Top-5 gallery matches", interactive=False)
                 match_images = gr.Gallery(label="Matches", columns=5, height=220)
                 # preprocess=False: the image is decoded once, by rnnha.images, within its limits
-                run.click(identify, [query, model, mine, raw], [coarse, matches, match_images, overlay, note],
+                run.click(identify, [query, model, mine, raw], [coarse, matches, match_images, overlay, note, path],
                           api_name="identify", preprocess=False)
             with gr.Tab("Compare", id="compare"):
                 with gr.Row():
@@ -470,10 +485,13 @@ def build_demo(default_model: str = "default") -> gr.Blocks:
                     similarity = gr.Number(label="Cosine similarity", precision=4)
                     verdict = gr.Textbox(label="Verdict")
                 threshold = gr.Markdown()
+                picture = gr.Image(label="This pair among the calibration pairs", interactive=False, height=230,
+                                   show_label=True)
                 with gr.Row():
                     overlay_a = gr.Image(label="Attention A", interactive=False)
                     overlay_b = gr.Image(label="Attention B", interactive=False)
-                go.click(compare, [first, second, model, raw], [similarity, verdict, overlay_a, overlay_b, threshold],
+                go.click(compare, [first, second, model, raw],
+                         [similarity, verdict, overlay_a, overlay_b, threshold, picture],
                          api_name="compare", preprocess=False)
             with gr.Tab("Attention browser", id="browse"):
                 page = gr.Number(0, visible=False, precision=0)

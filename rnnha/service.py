@@ -130,6 +130,11 @@ class ReidService:
         return similarity_picture(pairs, self.threshold, similarity)
 
     @property
+    def calibrated(self) -> bool:
+        """Whether the coarse levels' probabilities are calibrated (the folder has temperatures)."""
+        return bool(self.calibration.get("temperatures"))
+
+    @property
     def coarse_level(self) -> int:
         names = self.predictor.level_names
         return names.index("model") if "model" in names else 0
@@ -142,7 +147,7 @@ class ReidService:
         """identify() for several images, with one model forward for all of them."""
         names = names or [None] * len(sources)
         images = [load_image(source, max_side=DISPLAY_SIDE) for source in sources]
-        level = self.predictor.level_names[self.coarse_level]
+        info = self.predictor.info
         results = []
         for source, name, image, prediction in zip(sources, names, images, self.predictor.predict(images, topk=topk)):
             digest = _digest(source)  # a gallery image given as the query is not its own match
@@ -155,8 +160,9 @@ class ReidService:
                 matches.append(Match(rank, similarity, item, correct))
             overlay = attention_overlay(image, prediction.attention, self.alpha, self.cmap, raw) \
                 if self.overlays else None
-            info = self.predictor.info
             path = hierarchy_path(prediction.levels, self.predictor.level_names, info.hierarchy if info else None)
+            # the top-k shown: of the deepest level on the path (a truck's type, a car's car model)
+            level = path[-1].level if path else self.predictor.level_names[self.coarse_level]
             results.append(Identification(dict(prediction.levels[level]), level, matches, overlay, query_vehicle, path))
         return results
 

@@ -29,7 +29,7 @@ def identify_batch(images, models, raws):
     uploads = [app._upload(image) for image in images]
     results = per_flag(lambda items, raw: svc.identify_many([p for p, _ in items], [n for _, n in items], raw=raw),
                        uploads, raws)
-    return [list(column) for column in zip(*map(app.identify_outputs, results))]
+    return [list(column) for column in zip(*(app.identify_outputs(svc, r) for r in results))]
 
 
 def compare_batch(firsts, seconds, models, raws):

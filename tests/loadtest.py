@@ -40,8 +40,8 @@ def reduced(api: str, event: str, out) -> object:
     if event != "complete":
         return (event, out)
     if api == "identify":
-        label, rows, _, _, note = out
-        return label, rows["data"], note
+        label, rows, _, _, note, path = out
+        return label, rows["data"], note, path
     return out[0], out[1], out[4]
 
 

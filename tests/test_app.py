@@ -32,8 +32,12 @@ def test_named_endpoints(client):
 
 
 def test_identify_gives_a_car_model_and_five_sorted_matches(client):
-    label, matches, images, overlay, note = identify(client, GALLERY / "car_0139_cam1.jpg")
+    label, matches, images, overlay, note, path = identify(client, GALLERY / "car_0139_cam1.jpg")
     assert label["label"] and len(label["confidences"]) == 5
+    # the path of the two-level default: its car-model level alone, uncalibrated, a guess under 50 %
+    top = label["confidences"][0]
+    assert path.startswith("**Not sure** · " if top["confidence"] < 0.5 else f"**{top['label']}** · ")
+    assert f"{top['label']} {100 * top['confidence']:.0f} %" in path and "not calibrated" in path
     confidences = [c["confidence"] for c in label["confidences"]]
     assert confidences == sorted(confidences, reverse=True) and 0 < confidences[0] <= 1
     rows = matches["data"]
@@ -54,6 +58,7 @@ def test_compare_ranks_one_vehicle_above_two(client):
                                handle_file(str(GALLERY / "truck_0010_cam2.jpg")), api_name="/compare")
     assert -1 <= different[0] < same[0] <= 1
     assert same[1] in {"same vehicle", "different vehicles"} and "Threshold" in same[4]
+    assert same[5] is None  # the default folder has no calibration pairs to draw
     with Image.open(same[2]) as a, Image.open(GALLERY / "car_0139_cam1.jpg") as original:
         assert a.size == original.size
 
@@ -98,7 +103,7 @@ def bad_inputs() -> dict[str, tuple[bytes, str]]:
 def test_unusual_but_valid_images_are_identified(client, tmp_path, name):
     path = tmp_path / name
     path.write_bytes(good_inputs()[name])
-    label, matches, _, overlay, _ = identify(client, path)
+    label, matches, _, overlay, *_ = identify(client, path)
     assert len(matches["data"]) == 5
     with Image.open(overlay) as shown:
         expected = (photo().height, photo().width) if name == "rotated.jpg" else photo().size
@@ -236,5 +241,5 @@ def test_compare_embeds_no_gallery(monkeypatch, khoa_pair):
 
     monkeypatch.setattr(app, "_gallery", lambda *args: pytest.fail("compare built a gallery"))
     monkeypatch.setattr(app, "_upload", lambda image: (Path(image), Path(image).name))
-    similarity, verdict, overlay_a, overlay_b, note = app.compare(str(khoa_pair[0]), str(khoa_pair[1]), "default")
+    similarity, verdict, overlay_a, overlay_b, note, picture = app.compare(str(khoa_pair[0]), str(khoa_pair[1]), "default")
     assert verdict == "same vehicle" and 0 < similarity <= 1 and "Threshold" in note

@@ -53,10 +53,10 @@ def answers(app: Served, session: str | None = None):
     query = app.upload(GALLERY / "car_0139_cam1.jpg")
     event, out = app.call("identify", query, "default", False, session=session)
     assert event == "complete", out
-    label, rows, _, _, note = out
+    label, rows, _, _, note, path = out
     event, out = app.call("compare", query, app.upload(GALLERY / "car_0139_cam2.jpg"), "default", False)
     assert event == "complete", out
-    return label, rows["data"], note, out[0], out[1]
+    return label, rows["data"], note, path, out[0], out[1]
 
 
 @pytest.fixture(scope="module")

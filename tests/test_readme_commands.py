@@ -142,6 +142,7 @@ def test_the_http_api_quick_start(places, app_server):
     exec(compile(block, "README: HTTP API", "exec"), scope)
     assert len(scope["car_model"]["confidences"]) == 5 and scope["matches"]["data"]
     assert isinstance(scope["similarity"], (int, float, str)) and scope["verdict"]
+    assert " % " in scope["path"] and scope["picture"] is None  # the default folder has no calibration pairs
 
 
 def test_the_results_commands_reproduce_the_card(places):
