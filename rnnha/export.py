@@ -22,6 +22,8 @@ from .calibration import fit_same_vehicle, similarity_histograms
 from .model import RNNHA, RNNHAConfig
 from .pretrained import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, ModelInfo, model_card, save_pretrained
 
+PICTURE_NAME = "similarity.png"  # beside the weights: the calibration pairs' similarities (the card shows it)
+
 __all__ = ["calibrate", "calibration_specs", "fit_temperatures", "export_checkpoint", "main"]
 
 
@@ -142,7 +144,8 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: torch.
                       f"\"same vehicle\": calibrated on {threshold['source']}. The probability of the same "
                       f"vehicle is sigmoid({threshold['same_vehicle']['a']:.2f} s {threshold['same_vehicle']['b']:+.2f}) "
                       f"of the similarity s (both kinds of pair weighted equally; 0.5 at "
-                      f"{threshold['same_vehicle']['even_at']:.3f}).\n")
+                      f"{threshold['same_vehicle']['even_at']:.3f}).\n\n![The cosine similarity of the same- and "
+                      f"different-vehicle calibration pairs, and the threshold]({PICTURE_NAME})\n")
     if fitted.get("temperatures"):
         rows = "\n".join(f"| {level} | {t:.3f} | {fitted['temperature_ece'][level]['before']:.3f} | "
                          f"{fitted['temperature_ece'][level]['after']:.3f} |" for level, t in fitted["temperatures"].items())
@@ -152,7 +155,14 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: torch.
     info = info.replace(calibration=fitted, hierarchy=_hierarchy(config, train_cfg.get("train", [])))
     name = name or Path(out_dir).name
     card = model_card(config, name, metrics, license, datasets, training, extra_text)
-    return save_pretrained(model, out_dir, dtype, info, card)
+    folder = save_pretrained(model, out_dir, dtype, info, card)
+    if calibration is not None:  # the card's picture: the app draws the same one for each pair compared
+        from .calibration import similarity_picture
+        from .io import atomic_path
+
+        with atomic_path(folder / PICTURE_NAME) as temporary:
+            similarity_picture(fitted["pairs"], threshold["threshold"]).save(temporary, format="PNG")
+    return folder
 
 
 def main(argv: list[str] | None = None) -> int:

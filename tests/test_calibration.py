@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from rnnha.calibration import (expected_calibration_error, fit_same_vehicle, fit_temperature, reliability,
                                same_vehicle_probability, similarity_histograms, similarity_picture)
@@ -115,6 +116,8 @@ def test_export_fits_temperatures_on_the_recipes_calibration_part(tmp_path, khoa
     assert top == pytest.approx(float((logits / t).softmax(1).max()), abs=1e-5)
     card = (folder / "README.md").read_text()
     assert "## Calibrated probabilities" in card and "The probability of the same vehicle is sigmoid(" in card
+    with Image.open(folder / "similarity.png") as picture:
+        assert picture.size == (500, 220) and "](similarity.png)" in card
     assert loaded.info.hierarchy == {"vehicle": {"type": ["bus", "car", "motorcycle", "truck"]}}
     from rnnha.gallery import Gallery
     from rnnha.service import ReidService
