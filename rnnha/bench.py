@@ -34,7 +34,7 @@ import torch
 
 from .predictor import Predictor, cpu_supports_bf16
 
-__all__ = ["main", "machine", "throughput", "search", "TARGETS"]
+__all__ = ["main", "machine", "throughput", "search", "seconds", "interleaved", "rss_bytes", "TARGETS"]
 
 # the targets of issue 18 (docs/performance.md): key -> (comparison, bound)
 TARGETS = {
@@ -163,8 +163,11 @@ def throughput(predictor: Predictor, images: torch.Tensor, quick: bool = False, 
         out[f"heads_overhead_ratio_{label}"] = per_dtype[best][f"heads_overhead_ratio_{label}"]
     # memory layout: the Predictor runs channels_last; the same model fed a contiguous batch
     p = Predictor(model, device, getattr(torch, best), big)
+    import copy
+
+    contiguous = copy.deepcopy(model).to(memory_format=torch.contiguous_format)  # the shared model stays as it is
     layouts = interleaved({"channels_last": lambda: p.forward(images),
-                           "contiguous": lambda: _forward_contiguous(p, images)}, max(1, rounds // 2), 1, device)
+                           "contiguous": lambda: _forward_contiguous(p, contiguous, images)}, max(1, rounds // 2), 1, device)
     out["channels_last_speedup"] = round(layouts["contiguous"] / layouts["channels_last"], 3)
     if compile and not quick:
         out["compile"] = _compiled(p, images)
@@ -172,13 +175,10 @@ def throughput(predictor: Predictor, images: torch.Tensor, quick: bool = False, 
 
 
 @torch.inference_mode()
-def _forward_contiguous(p: Predictor, batch: torch.Tensor):
-    model = p.model.to(memory_format=torch.contiguous_format)
-    try:
-        with torch.autocast(p.device.type, dtype=p.dtype, enabled=p.dtype != torch.float32):
-            return model(batch.to(p.device).contiguous())
-    finally:
-        model.to(memory_format=torch.channels_last)
+def _forward_contiguous(p: Predictor, model: torch.nn.Module, batch: torch.Tensor):
+    """`model` (a contiguous copy of p's) on a contiguous batch, in p's precision."""
+    with torch.autocast(p.device.type, dtype=p.dtype, enabled=p.dtype != torch.float32):
+        return model(batch.to(p.device).contiguous())
 
 
 def _compiled(p: Predictor, images: torch.Tensor) -> dict:
@@ -217,7 +217,7 @@ def backends(predictor: Predictor, images: torch.Tensor, quick: bool = False) ->
 
 # --- (c) search ----------------------------------------------------------------------------------------------
 
-def _rss() -> int:
+def rss_bytes() -> int:
     """This process's resident memory in bytes (Linux; 0 elsewhere)."""
     try:
         return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -259,10 +259,10 @@ def search(dim: int, sizes: list[int], k: int = 5, approximate: str | None = Non
 
 def _search_one(build, gallery: np.ndarray, queries: np.ndarray, kind: str, k: int, row: dict) -> np.ndarray:
     """Build one kind of index over the gallery, time it into `row`, and return its top-k of the queries."""
-    before, start = _rss(), time.perf_counter()
+    before, start = rss_bytes(), time.perf_counter()
     index, info = build(gallery)
     row[f"{kind}_build_seconds"] = round(time.perf_counter() - start, 2)
-    row[f"{kind}_memory_mb"] = round(max(0, _rss() - before) / 2**20, 1)
+    row[f"{kind}_memory_mb"] = round(max(0, rss_bytes() - before) / 2**20, 1)
     row[f"{kind}_1q_seconds"] = round(seconds(lambda: index.search(queries[:1], k), 10), 5)
     row[f"{kind}_100q_seconds"] = round(seconds(lambda: index.search(queries, k), 3), 4)
     row[f"{kind}_index"] = {k: v for k, v in info.items() if k != "tuning"}

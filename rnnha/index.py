@@ -921,21 +921,6 @@ def synthetic_embeddings(n: int, dim: int = 1024, queries: int = 100, seed: int 
     return gallery, views(rng.choice(vehicle, queries, replace=queries > n))
 
 
-def _rss_bytes() -> int:
-    try:
-        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def _median_seconds(index, queries: np.ndarray, repeats: int) -> float:
-    index.search(queries, RECALL_K)  # warm-up
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        index.search(queries, RECALL_K)
-        times.append(time.perf_counter() - started)
-    return float(np.median(times))
 
 
 def bench(n: int, dim: int = 1024, queries: int = 100, kinds: Sequence[str] = ("flat", APPROXIMATE_KIND),
@@ -947,6 +932,8 @@ def bench(n: int, dim: int = 1024, queries: int = 100, kinds: Sequence[str] = ("
     gallery vehicles (the build tunes on held-out gallery vectors instead)."""
     import resource
 
+    from .bench import rss_bytes, seconds
+
     faiss = import_faiss()
     started = time.perf_counter()
     gallery, held_out = synthetic_embeddings(n, dim, max(queries, recall_queries), seed)
@@ -955,13 +942,14 @@ def bench(n: int, dim: int = 1024, queries: int = 100, kinds: Sequence[str] = ("
     exact_s, _ = exact_topk(gallery, held_out[:recall_queries], RECALL_K)
     rows = []
     for kind in kinds:
-        before = _rss_bytes()
+        before = rss_bytes()
         started = time.perf_counter()
         index, info = build_faiss_index(gallery, kind, seed=seed, **options)
         row = {"kind": kind, "n": n, "dim": dim, "build_s": round(time.perf_counter() - started, 1),
-               "memory_gib": round((_rss_bytes() - before) / 2**30, 2),
-               "search_1_query_s": round(_median_seconds(index, held_out[:1], repeats), 5),
-               f"search_{queries}_queries_s": round(_median_seconds(index, held_out[:queries], repeats), 4),
+               "memory_gib": round((rss_bytes() - before) / 2**30, 2),
+               "search_1_query_s": round(seconds(lambda i=index: i.search(held_out[:1], RECALL_K), repeats), 5),
+               f"search_{queries}_queries_s": round(seconds(lambda i=index: i.search(held_out[:queries], RECALL_K),
+                                                            repeats), 4),
                "recall_at_5_held_out": round(recall_at_k(index.search(held_out[:recall_queries], RECALL_K)[0], exact_s), 4),
                **{key: value for key, value in info.items() if key not in ("kind", "metric", "recall_measured_on")},
                "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
