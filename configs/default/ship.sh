@@ -6,15 +6,9 @@
 # Training takes about 2.5 h on 2 CPU cores.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-DATA=${DATA:-../shared/data}
-STAGES=(default default_hires default_hires320)  # configs/default/NAME.yaml, writing runs/NAME
-RUN=${RUN:-runs/${STAGES[-1]}}
+source configs/ship_lib.sh
 OUT=${OUT:-assets/default}
-COMMAND=""
-for stage in "${STAGES[@]}"; do
-  COMMAND+="${COMMAND:+ && }python -m rnnha.train --config configs/default/$stage.yaml"
-  [ "${SKIP_TRAIN:-0}" = 1 ] || python -m rnnha.train --config "configs/default/$stage.yaml"
-done
+train_stages default default default_hires default_hires320
 
 ship() {
   python -m rnnha.export "$RUN/last.safetensors" "$OUT" --dtype float16 --name rnnha-default \
@@ -24,9 +18,4 @@ ship() {
     --calibrate two-camera "$DATA/khoa-vehicle-reid" --calibrate-list val.txt \
     --command "$COMMAND" "$@"
 }
-ship
-mkdir -p "$RUN/eval"
-python -m rnnha.evaluate --model "$OUT" --dataset two-camera --root "$DATA/khoa-vehicle-reid" --json > "$RUN/eval/two-camera.json"
-python -m rnnha.evaluate --model "$OUT" --dataset stanford-cars --root "$DATA/stanford-cars" --json > "$RUN/eval/stanford-cars.json"
-ship --metrics "two-camera=$RUN/eval/two-camera.json" --metrics "stanford-cars=$RUN/eval/stanford-cars.json"
-cat "$RUN/eval/two-camera.json" "$RUN/eval/stanford-cars.json"
+ship_measured ship
