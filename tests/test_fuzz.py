@@ -202,7 +202,7 @@ min_sides = st.sampled_from([1, 16, 16, 40])
 max_sides = st.one_of(st.none(), st.integers(40, 700))
 
 
-@settings(FUZZ, max_examples=800)
+@settings(FUZZ, max_examples=400)
 @given(encoded_images(), sources, min_sides, max_sides)
 @example((_png(STRIP), "PNG", STRIP), "bytes", 16, 1024)  # was returned 1024x15: unreadable by load_image again
 @example((_encode(GREY, "TIFF", 6, False, 0), "TIFF", GREY), "path", 16, None)  # was 100x200, not upright 200x100
@@ -231,7 +231,7 @@ def test_load_image_of_valid_images(encoded, as_, min_side, max_side):
         assert np.array_equal(np.asarray(image), np.asarray(upright.convert("RGB")))
 
 
-@settings(FUZZ, max_examples=1000)
+@settings(FUZZ, max_examples=500)
 @given(st.data(), encoded_images(max_side=160), sources, min_sides, max_sides)
 def test_load_image_of_damaged_images(data, encoded, as_, min_side, max_side):
     damaged = data.draw(mutated(encoded[0]), label="damaged")
@@ -240,7 +240,7 @@ def test_load_image_of_damaged_images(data, encoded, as_, min_side, max_side):
     assert image is None or min(image.size) >= 1
 
 
-@settings(FUZZ, max_examples=1500)
+@settings(FUZZ, max_examples=750)
 @given(random_files, sources, min_sides, max_sides)
 def test_load_image_of_random_bytes(data, as_, min_side, max_side):
     with tempfile.TemporaryDirectory() as folder:
@@ -400,7 +400,7 @@ def _check_zip_images(path: Path, written: list[tuple[str, bytes]], damage: str,
     return got
 
 
-@settings(FUZZ, max_examples=1000)
+@settings(FUZZ, max_examples=500)
 @given(random_zips)
 @example(b"PK\x06\x07" + bytes(4) + struct.pack("<Q", 2**64 - 1) + bytes(4) + b"PK\x05\x06" + bytes(18))
 @example(b"PK\x05\x06" + bytes(6) + b"\x01\x00" + bytes(4) + struct.pack("<I", 2**32 - 1) + bytes(2))
@@ -417,7 +417,7 @@ def test_zip_of_random_bytes(data):
         assert sorted(p.name for p in root.iterdir()) == ["upload.zip"]
 
 
-@settings(FUZZ, max_examples=300)
+@settings(FUZZ, max_examples=150)
 @given(st.data(), zips(), st.one_of(st.none(), st.integers(0, 300_000)))
 @example(None, ([("car.png", _png(NOISE), zipfile.ZIP_DEFLATED)], "garbled 0"), None)  # was zlib.error
 @example(None, ([("car.png", _png(NOISE), zipfile.ZIP_LZMA)], "garbled 1"), None)  # was _lzma.LZMAError
@@ -467,7 +467,7 @@ def loose_files(draw):
     return base + (".zip" if kind == "zip" else draw(st.sampled_from(SUFFIXES + [".txt"]))), data
 
 
-@settings(FUZZ, max_examples=220)
+@settings(FUZZ, max_examples=110)
 @given(st.data(), zips(), st.lists(loose_files(), max_size=3))
 @example(None, ([("y" * 300 + ".png", SMALL, zipfile.ZIP_STORED)], "clean"), [])  # was OSError: name too long
 @example(None, ([("strip.png", _png(STRIP), zipfile.ZIP_STORED)], "clean"), [])  # was stored unreadable
