@@ -351,8 +351,12 @@ def compare_outputs(svc: ReidService, result) -> tuple:
         verdict = "same vehicle" if result.same else "different vehicles"
         if result.probability is not None:
             verdict += f" (probability of the same vehicle {100 * result.probability:.0f} %)"
-    return (result.similarity, verdict, result.overlays[0], result.overlays[1], _threshold_note(svc),
-            svc.similarity_picture(result.similarity))
+    try:
+        picture = svc.similarity_picture(result.similarity)
+    except Exception:  # noqa: BLE001 - a picture that cannot be drawn leaves the comparison standing
+        log.exception("drawing the similarity picture failed")
+        picture = None
+    return result.similarity, verdict, result.overlays[0], result.overlays[1], _threshold_note(svc), picture
 
 
 def _threshold_note(svc: ReidService) -> str:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ECE_BINS", "fit_temperature", "expected_calibration_error", "reliability", "fit_same_vehicle",
+__all__ = ["ECE_BINS", "TEMPERATURE_RANGE", "fit_temperature", "expected_calibration_error", "reliability", "fit_same_vehicle",
            "same_vehicle_probability", "similarity_histograms", "similarity_picture"]
 
 ECE_BINS = 15
@@ -38,10 +38,15 @@ def _labelled(logits, labels) -> tuple[torch.Tensor, torch.Tensor]:
     return logits[keep], labels[keep]
 
 
+TEMPERATURE_RANGE = (0.05, 20.0)  # a fit outside is clipped: e.g. with no error to learn from, the NLL
+# falls without end as T -> 0 and every prediction would read 100 %
+
+
 def fit_temperature(logits, labels) -> float:
-    """The T > 0 minimising the mean negative log-likelihood of softmax(logits / T) (labels < 0 are
-    missing and skipped). Fitted over log T, so T stays positive, with L-BFGS."""
+    """The T in TEMPERATURE_RANGE minimising the mean negative log-likelihood of softmax(logits / T)
+    (labels < 0 are missing and skipped). Fitted over log T, so T stays positive, with L-BFGS."""
     logits, labels = _labelled(logits, labels)
+    low, high = (math.log(v) for v in TEMPERATURE_RANGE)
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS([log_t], lr=0.5, max_iter=200, line_search_fn="strong_wolfe")
 
@@ -52,7 +57,8 @@ def fit_temperature(logits, labels) -> float:
         return loss
 
     optimizer.step(closure)
-    return float(log_t.detach().exp())
+    fitted = float(log_t.detach())
+    return math.exp(min(max(fitted, low), high)) if math.isfinite(fitted) else 1.0
 
 
 def reliability(probs, labels, bins: int = ECE_BINS) -> list[dict]:

@@ -48,6 +48,9 @@ def calibrate(model: RNNHA, kind: str, root: str | Path, list_file: str | None =
             "same_vehicle": fit_same_vehicle(similarities, same), "pairs": similarity_histograms(similarities, same)}
 
 
+CALIBRATION_OPTION = {"two-camera": "part", "stanford-cars": "subset"}  # the option naming a dataset's part
+
+
 def calibration_specs(train: list[dict]) -> list[dict]:
     """The calibration parts of a recipe's `train:` datasets: each dataset that sets calibration_fraction,
     with its part (two-camera) or subset (stanford-cars) set to "calibration", listed once."""
@@ -55,7 +58,11 @@ def calibration_specs(train: list[dict]) -> list[dict]:
     for spec in train:
         options = dict(spec.get("options") or {})
         if options.get("calibration_fraction"):
-            options["part" if "part" in options else "subset"] = "calibration"
+            key = CALIBRATION_OPTION.get(spec["kind"])
+            if key is None:
+                raise ValueError(f"{spec['kind']} has no calibration part: calibration_fraction is for "
+                                 f"{', '.join(CALIBRATION_OPTION)}")
+            options[key] = "calibration"
             specs.append({**spec, "options": options, "repeat": 1})
     if not specs:
         raise ValueError("the recipe's training data has no calibration part: set calibration_fraction in the "
@@ -82,7 +89,7 @@ def fit_temperatures(model: RNNHA, train: list[dict]) -> dict:
         if not (targets >= 0).any():
             continue
         logits = features.logits[t].float()
-        temperatures[level] = round(fit_temperature(logits, targets), 4)
+        temperatures[level] = float(f"{fit_temperature(logits, targets):.4g}")  # never rounded to 0
         ece[level] = {"before": round(expected_calibration_error(logits.softmax(1), targets), 4),
                       "after": round(expected_calibration_error((logits / temperatures[level]).softmax(1), targets), 4),
                       "images": int((targets >= 0).sum())}

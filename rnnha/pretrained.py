@@ -64,10 +64,16 @@ class ModelInfo:
             raise ValueError(f"zoo.tags must be a list of strings, got {tags!r}")
         calibration = document.get("calibration", {})
         temperatures = calibration.get("temperatures", {}) if isinstance(calibration, dict) else None
-        if not isinstance(temperatures, dict) or not all(isinstance(t, (int, float)) and t > 0 for t in temperatures.values()):
+        if not isinstance(temperatures, dict) or not all(
+                isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0 for t in temperatures.values()):
             raise ValueError(f"calibration.temperatures must map level names to positive numbers, got {temperatures!r}")
+        hierarchy = document.get("hierarchy", {})
+        if not isinstance(hierarchy, dict) or not all(
+                isinstance(under, dict) and all(isinstance(labels, list) for labels in under.values())
+                for under in hierarchy.values()):
+            raise ValueError(f"hierarchy must map a level to {{parent level: [labels]}}, got {hierarchy!r}")
         return cls(threshold=document.get("same_vehicle_threshold"), threshold_source=document.get("threshold_source", ""),
-                   calibration=calibration, hierarchy=document.get("hierarchy", {}),
+                   calibration=calibration, hierarchy=hierarchy,
                    metrics=document.get("metrics", {}), training=document.get("training", {}),
                    epochs_trained=document.get("epochs_trained"), description=zoo.get("description", ""),
                    license=zoo.get("license", "unknown"), training_data=zoo.get("training_data", ""),

@@ -198,7 +198,7 @@ def k_reciprocal_rerank(query: Any, gallery: Any, k1: int = 20, k2: int = 6,
         raise ValueError(f"need k1 >= 1, k2 >= 1 and 0 <= lambda_ <= 1, got {k1}, {k2}, {lambda_}")
     x = g if same else torch.cat([q, g])  # N images: the probes and the gallery together
     n = len(x)
-    if n > MAX_IMAGES:
+    if n > MAX_IMAGES or len(q) * len(g) > (MAX_IMAGES // 2) ** 2:  # the images, and the dense Q x G result
         raise ValueError(f"k-reciprocal re-ranking of {len(q)} queries and {len(g)} gallery images ({n} in "
                          f"all) exceeds its limit of {MAX_IMAGES} images: it compares every image with every "
                          "other, so time grows with their number squared; search exactly without re-ranking")

@@ -374,6 +374,8 @@ def _moved(name: str, tensor: torch.Tensor, level_of: dict[int, int], theirs: RN
     t = level_of.get(u)
     if t is None or (parts[1] == "transformers" and t == 0):
         return "", tensor, True  # a level this model does not have, or step 1 (no guidance)
+    if parts[1] == "transformers" and level_of.get(u - 1) != t - 1:
+        return "", tensor, True  # it guides from another level than the one before step t here
     moved = ".".join(["head", parts[1], str(t - (parts[1] == "transformers")), *parts[3:]])
     if parts[1] == "classifiers":
         return (moved, *_rows(tensor, theirs, ours, u, t, target.get(moved)))
@@ -385,14 +387,16 @@ def _rows(tensor: torch.Tensor, theirs: RNNHAConfig, ours: RNNHAConfig, u: int, 
     """A classifier's weight or bias of source level u for level t of ours: the rows of the classes
     both name, the rest as initialised (the whole tensor when the classes are the same)."""
     names, mine = (theirs.class_names or [[]] * theirs.num_levels)[u], (ours.class_names or [[]] * ours.num_levels)[t]
-    if (names and names == mine) or initialised is None:  # the same classes; or not in this model: dropped
-        return tensor, True
+    if (names and names == mine) or initialised is None or tensor.shape[1:] != initialised.shape[1:]:
+        return tensor, True  # the same classes; else not in this model, or of another width: dropped
+    if t == ours.num_levels - 1 and u == theirs.num_levels - 1:
+        return initialised, False  # identities are a dataset's own: other vehicles under the same ids start fresh
     row = {n: i for i, n in enumerate(names)}
     pairs = [(j, row[n]) for j, n in enumerate(mine) if n in row]
     out = initialised.clone()
     if pairs:
         j, i = map(list, zip(*pairs))
-        out[j] = tensor[i].to(out.dtype)
+        out[j] = tensor[i].to(out.device, out.dtype)
     return out, False
 
 

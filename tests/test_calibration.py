@@ -26,6 +26,9 @@ def test_temperature_undoes_a_known_overconfidence():
     assert fit_temperature(logits / 2, labels) == pytest.approx(0.5, rel=0.05)
     labels[::2] = -100  # missing labels are skipped, not a class
     assert fit_temperature(logits * 3, labels) == pytest.approx(3, rel=0.08)
+    right = torch.zeros(50, 3)
+    right[:, 0] = torch.linspace(0.5, 3, 50)  # every image right: the NLL falls without end as T -> 0
+    assert fit_temperature(right, torch.zeros(50, dtype=torch.long)) == pytest.approx(0.05)
     with pytest.raises(ValueError, match="no labelled images"):
         fit_temperature(logits[:3], torch.full((3,), -100))
 

@@ -218,6 +218,8 @@ def test_calibration_parts_are_never_trained_on(khoa_root, cars_root):
     assert len({s.labels["model"] for s in cars["calibration"]}) == 196
     with pytest.raises(DataError, match="needs 0 < calibration_fraction < 1"):
         load_dataset("stanford-cars", cars_root, subset="calibration")
+    with pytest.raises(DataError, match="calibration_fraction 0.1 sets images aside only from part/subset 'train'"):
+        load_dataset("stanford-cars", cars_root, calibration_fraction=0.1)  # subset all: it would train on them
     with pytest.raises(DataError, match="part must be all, train or calibration"):
         load_dataset("two-camera", khoa_root, part="val")
 

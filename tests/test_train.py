@@ -245,3 +245,27 @@ def test_init_from_a_two_level_model_into_three_levels():
         assert torch.equal(mine[name], before[name]) and name in fresh, name
     assert "head.classifiers.2.weight" not in fresh and "head.gru.weight_ih" not in fresh
     assert not any(n.startswith("backbone.") for n in fresh)
+
+
+def test_init_from_keeps_identities_apart_and_skips_other_widths():
+    """The identity level's rows are never copied by name (ids are a dataset's own: 'car_0003' of
+    another dataset is another vehicle), coarse rows are; a classifier of another width is left fresh."""
+    from rnnha import RNNHA, RNNHAConfig
+    from rnnha.train import Source, initialise_from
+
+    def make(vehicles, hidden=16, seed=0):
+        torch.manual_seed(seed)
+        return RNNHA(RNNHAConfig(num_classes=[2, len(vehicles)], level_names=["type", "vehicle"], hidden_size=hidden,
+                                 class_names=[["car", "bus"], vehicles], neck=True))
+
+    source = make(["car_0001", "car_0002", "car_0003"])
+    target = make(["car_0003", "car_0009"], seed=1)
+    before = target.state_dict()["head.classifiers.1.weight"].clone()
+    fresh = initialise_from(target, Source(source.state_dict(), source.config, "source"))
+    assert torch.equal(target.state_dict()["head.classifiers.1.weight"], before) and "head.classifiers.1.weight" in fresh
+    assert torch.equal(target.state_dict()["head.classifiers.0.weight"], source.state_dict()["head.classifiers.0.weight"])
+    wider = make(["x"], hidden=32, seed=1)  # another hidden size: the head's tensors do not fit, the backbone does
+    wide_before = wider.state_dict()["head.classifiers.0.weight"].clone()
+    fresh = initialise_from(wider, Source(source.state_dict(), source.config, "source"))
+    assert torch.equal(wider.state_dict()["head.classifiers.0.weight"], wide_before)
+    assert "head.classifiers.0.weight" in fresh and not any(n.startswith("backbone.") for n in fresh)

@@ -136,6 +136,9 @@ def calibration_part(samples: list[Sample], part: str, fraction: float, seed: in
     (whole groups, e.g. every image of a vehicle, when `group` names a level) set aside for fitting
     calibration (temperatures) on images the model never trained on; "all": every sample."""
     if part == "all":
+        if fraction:
+            raise DataError(f"calibration_fraction {fraction} sets images aside only from part/subset 'train': with "
+                            "'all' the model would train on the images its temperatures are fitted on")
         return samples
     if part not in ("train", "calibration"):
         raise DataError(f"part must be all, train or calibration, got {part!r}")

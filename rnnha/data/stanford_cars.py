@@ -25,12 +25,12 @@ def load(root: str | Path, csv_file: str = "labels.csv", subset: str = "all",
         raise DataError(f"{root / csv_file}: expected columns path,class_id,class_name, got {header}")
     samples = [Sample(root / row["path"], {"model": row["class_name"]}) for row in rows]
     if subset == "all":
-        return samples
+        return calibration_part(samples, "all", calibration_fraction, seed, "model")  # refuses a fraction
     if subset not in SUBSETS:
         raise DataError(f"subset must be one of {', '.join(SUBSETS)}, got {subset!r}")
     kept, held = split_per_class(samples, "model", holdout_fraction, seed)
     if subset == "holdout":
-        return held
+        return held  # the same with or without a calibration part
     if subset == "train" and not calibration_fraction:
         return kept
     return calibration_part(kept, subset, calibration_fraction, seed + 1, "model")
