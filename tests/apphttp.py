@@ -26,7 +26,9 @@ def free_port() -> int:
 class Served:
     """app.py running on 127.0.0.1 with its caches under `workdir`; `env` adds or overrides variables."""
 
-    def __init__(self, workdir: Path, env: dict | None = None, start_timeout: float = 180, script: str = "app.py"):
+    def __init__(self, workdir: Path, env: dict | None = None, start_timeout: float = 180, script: str = "app.py",
+                 seed: Path | None = None):
+        """seed: a cache folder copied into RNNHA_CACHE before the first start (conftest's gallery_cache)."""
         self.workdir = Path(workdir)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -35,6 +37,10 @@ class Served:
                     "RNNHA_CACHE": str(self.workdir / "cache"), "GRADIO_TEMP_DIR": str(self.workdir / "gradio"),
                     "MPLCONFIGDIR": str(self.workdir / "mpl"), "GRADIO_ANALYTICS_ENABLED": "False",
                     "PYTHONUNBUFFERED": "1", **(env or {})}
+        if seed is not None:
+            import shutil
+
+            shutil.copytree(seed, self.env["RNNHA_CACHE"], dirs_exist_ok=True)
         self.start_timeout = start_timeout
         self.script = script
         self.proc: subprocess.Popen | None = None

@@ -52,13 +52,34 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def app_server(tmp_path_factory):
-    """app.py served in-process on 127.0.0.1, with its caches in a temporary folder."""
+def gallery_cache(tmp_path_factory) -> Path:
+    """A cache folder (RNNHA_CACHE's layout) with the shipped gallery embedded by the default model, built
+    once per session: app tests that are not about building it start from a copy (seed_cache), as an app
+    restarted on a Space's persistent storage does. The app verifies a cache before it uses one."""
     if not (REPO / "assets" / "default" / "config.json").is_file():
         pytest.skip("assets/default (the embedded default model) is missing")
+    from rnnha.gallery import Gallery, items_from_folder
+    from zoo import load_model
+
+    folder = tmp_path_factory.mktemp("gallery-cache")
+    Gallery.build(load_model("default"), items_from_folder(REPO / "assets" / "gallery"), folder / "galleries")
+    return folder
+
+
+def seed_cache(cache: Path, seed: Path) -> Path:
+    """Copy the gallery_cache fixture's folder into an app's RNNHA_CACHE."""
+    import shutil
+
+    shutil.copytree(seed, cache, dirs_exist_ok=True)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def app_server(tmp_path_factory, gallery_cache):
+    """app.py served in-process on 127.0.0.1, with its caches in a temporary folder."""
     import app
 
-    app.CACHE = tmp_path_factory.mktemp("app-cache")
+    app.CACHE = seed_cache(tmp_path_factory.mktemp("app-cache"), gallery_cache)
     demo = app.build_demo()
     port = _free_port()
     app.launch(demo, prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)

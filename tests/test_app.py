@@ -144,7 +144,7 @@ def test_own_gallery_from_a_zip(client, tmp_path):
         client.predict(api_name="/reset_gallery")
 
 
-def test_python_app_py_serves_on_the_port_spaces_set(tmp_path):
+def test_python_app_py_serves_on_the_port_spaces_set(tmp_path, gallery_cache):
     """The README's command as a Space runs it: GRADIO_SERVER_NAME / _PORT honoured, the queue on,
     and nothing written into the repository (only under RNNHA_CACHE and Gradio's temp folder)."""
     import os
@@ -153,8 +153,9 @@ def test_python_app_py_serves_on_the_port_spaces_set(tmp_path):
     import time
     import urllib.request
 
-    from conftest import _free_port
+    from conftest import _free_port, seed_cache
 
+    seed_cache(tmp_path / "cache", gallery_cache)
     before = subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=REPO, capture_output=True, text=True).stdout
     port = _free_port()
     env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),

@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from apphttp import REPO, Served
+from apphttp import Served
 from loadtest import requests_mix, run_load
 
 pytestmark = pytest.mark.slow
 
 
-def test_32_clients_x_10_requests_answer_as_one_at_a_time(tmp_path, capsys):
-    if not (REPO / "assets" / "default" / "config.json").is_file():
-        pytest.skip("assets/default (the embedded default model) is missing")
-    with Served(tmp_path) as app:
+def test_32_clients_x_10_requests_answer_as_one_at_a_time(tmp_path, capsys, gallery_cache):
+    with Served(tmp_path, seed=gallery_cache) as app:
         app.call(*requests_mix(app, 2)[0])  # warm
         result = run_load(app, clients=32, requests=10)
         assert app.alive()

@@ -35,7 +35,7 @@ def hub():
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, hub):
+def served(tmp_path_factory, hub, gallery_cache):
     if not (REPO / "assets" / "default" / "config.json").is_file():
         pytest.skip("assets/default (the embedded default model) is missing")
     workdir = tmp_path_factory.mktemp("served")
@@ -44,7 +44,7 @@ def served(tmp_path_factory, hub):
            "PYTHONPATH": str(REPO / "tests" / "stubs"), "SPACES_STUB_LOG": str(workdir / "spaces.log"),
            "TMPDIR": str(workdir / "tmp")}  # RNNHA_CACHE outside the temp folder, as on a Space's /data
     (workdir / "tmp").mkdir()
-    with Served(workdir, env) as app:
+    with Served(workdir, env, seed=gallery_cache) as app:
         yield app
 
 
