@@ -52,6 +52,8 @@ def _service(model: str, gallery: str | None, device: str | None, search: bool =
 
 
 def identify(args) -> int:
+    from rnnha.service import path_text
+
     service = _service(args.model, args.gallery, args.device)
     if service.gallery is None:
         raise ValueError("no gallery to search: pass --gallery DIR (a folder of images)")
@@ -61,9 +63,13 @@ def identify(args) -> int:
     if args.json:
         print(json.dumps({"image": args.image, "level": result.coarse_level,
                           "top": [{"label": k, "probability": round(v, 4)} for k, v in result.coarse.items()],
+                          "path": [{"level": s.level, "label": s.label, "probability": round(s.probability, 4),
+                                    "sure": s.sure} for s in result.path],
                           "matches": matches}))
         return 0
-    print(f"{args.image}: {result.coarse_level}")
+    answer = result.answer
+    print(f"{args.image}: {answer.label if answer else 'not sure'} ({path_text(result.path)})")
+    print(f"top {len(result.coarse)} {result.coarse_level}:")
     for label, probability in result.coarse.items():
         print(f"  {probability:6.1%}  {label}")
     print(f"closest of {len(service.gallery)} gallery images (cosine similarity):")
@@ -79,10 +85,12 @@ def compare(args) -> int:
     verdict = {True: "same vehicle", False: "different vehicles", None: "no calibrated threshold"}[result.same]
     if args.json:
         print(json.dumps({"similarity": round(result.similarity, 4), "same_vehicle": result.same,
+                          "probability_same_vehicle": None if result.probability is None else round(result.probability, 4),
                           "threshold": result.threshold, "threshold_source": service.threshold_source}))
     else:
         threshold = "" if result.threshold is None else f" (threshold {result.threshold:.3f})"
-        print(f"cosine similarity {result.similarity:.3f}: {verdict}{threshold}")
+        probability = "" if result.probability is None else f", probability of the same vehicle {result.probability:.0%}"
+        print(f"cosine similarity {result.similarity:.3f}: {verdict}{threshold}{probability}")
     return {True: 0, False: 1, None: 3}[result.same]
 
 
