@@ -308,7 +308,7 @@ def test_the_app_serves_a_prebuilt_index(tmp_path, default_index, images):
         with Served(tmp_path / "served", {"RNNHA_GALLERY": str(out)}) as app:
             event, result = app.call("identify", app.upload(GALLERY / "car_0139_cam1.jpg"), "default", False)
             assert event == "complete", result
-            _, rows, shown, _, note = result
+            _, rows, shown, _, note, _ = result
             indexed = {p.name for p in images.glob("*_cam*.jpg")}
             assert len(rows["data"]) == 5 and {row[5] for row in rows["data"]} <= indexed
             assert rows["data"][0][5] == "car_0139_cam2.jpg" and rows["data"][0][4] == "yes" and "car_0139" in note
