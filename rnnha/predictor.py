@@ -7,7 +7,7 @@ the model exported to ONNX Runtime or OpenVINO) the exported model runs instead 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cached_property
 from typing import TYPE_CHECKING, Iterable, Sequence
 
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .runtime import Backend
 
 SMALL_BATCH = 4  # at most this many images: the head reads its weights more than it computes (CPU, fp32)
+MICRO_BATCH, MICRO_BATCH_THREADS = 1, 2  # images per forward for the automatic fp32 on a CPU of <= 2 threads
 
 __all__ = ["Predictor", "Prediction", "default_device", "default_dtype", "cpu_supports_bf16"]
 
@@ -67,6 +68,11 @@ class Predictor:
         # so when the precision is the automatic one, small batches run the head in fp16
         self.small_batch_head = torch.float16 if dtype is None and self.device.type == "cpu" and \
             self.dtype == torch.float32 and backend is None else None
+        # and on a small CPU eager fp32 runs a batch of 32 at half the images/s of one image at a time
+        # (2 cores: 10.5 against 21.8; the feature maps of a batch outgrow the caches): there the
+        # automatic precision runs the images MICRO_BATCH at a time. Many cores keep whole batches.
+        self.micro_batch = MICRO_BATCH if self.small_batch_head is not None and \
+            torch.get_num_threads() <= MICRO_BATCH_THREADS else None
         self.model = model.eval().to(self.device, memory_format=torch.channels_last)
         self.config = model.config
         self.transform = eval_transform(self.config)
@@ -82,7 +88,7 @@ class Predictor:
     @dtype.setter
     def dtype(self, value: torch.dtype) -> None:
         self._dtype = value
-        self.small_batch_head = None  # a precision set by hand is run as set, at every batch size
+        self.small_batch_head = self.micro_batch = None  # a precision set by hand is run as set, whole batches
 
     @property
     def info(self):
@@ -131,13 +137,16 @@ class Predictor:
 
         The backbone runs under autocast. The head runs on a copy of its weights cast to this precision
         once: under autocast every call re-casts them (9 M parameters for 2 small matrix-vector
-        products), which made the heads cost 30 % of a batch-1 forward on a CPU. With a backend, the
+        products), which made the heads cost 30 % of a batch-1 forward on a CPU. On a small CPU in the
+        automatic fp32, the batch runs micro_batch images at a time (see __init__). With a backend, the
         exported model runs (whole: it has no parts to run)."""
         if self.backend is not None:
             if module is not None:
                 raise ValueError(f"this Predictor runs the exported model ({self.backend.name}), which has no "
                                  "parts to run: use a Predictor without a backend for a part of the model")
             return self.backend(batch)
+        if self.micro_batch and len(batch) > self.micro_batch:
+            return _concatenated([self.forward(part, module) for part in batch.split(self.micro_batch)])
         batch = batch.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         autocast = self.dtype != torch.float32
         head_dtype = self.dtype if autocast else self.small_batch_head if len(batch) <= SMALL_BATCH else None
@@ -201,3 +210,20 @@ class Predictor:
                 levels = {name: tops[t][i] for t, name in enumerate(self.level_names)}
                 results.append(Prediction(embedding[i], levels, attention[i]))
         return results
+
+
+def _concatenated(parts: list):
+    """The outputs of the parts of a batch (tensors, or RNNHAOutputs: per field, lists per level) as one."""
+    first = parts[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(parts)
+    joined = {}
+    for field in fields(first):
+        values = [getattr(part, field.name) for part in parts]
+        if values[0] is None:
+            joined[field.name] = None
+        elif isinstance(values[0], list):
+            joined[field.name] = [torch.cat(level) for level in zip(*values)]
+        else:
+            joined[field.name] = torch.cat(values)
+    return type(first)(**joined)

@@ -94,3 +94,32 @@ def test_reduced_precision_runs_the_head_on_a_copy_cast_once():
     again = predictor.forward(batch, model)
     assert float((changed.embedding.float() * again.embedding.float()).sum(1).min()) > 0.99
     assert [l.shape for l in first.logits] == [(3, 5), (3, 7)] and first.attention.dtype == torch.float32
+
+
+def test_a_small_cpu_runs_a_batch_one_image_at_a_time_with_the_same_outputs(model, khoa_root, monkeypatch):
+    """The automatic fp32 on a CPU of <= 2 threads runs micro-batches (twice the images/s there): every
+    output is the whole batch's, in order; many threads, or a precision set by hand, keep whole batches."""
+    import rnnha.predictor as predictor_module
+
+    images = sorted((khoa_root / "images").rglob("*.jpg"))[:5]
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    small = Predictor(model, device="cpu")
+    if small.dtype != torch.float32:
+        pytest.skip("the automatic precision here is not fp32 (native bf16)")
+    assert small.micro_batch == predictor_module.MICRO_BATCH
+    whole = Predictor(model, device="cpu", dtype=torch.float32)
+    assert whole.micro_batch is None
+    batch = small.preprocess(images)
+    parts, reference = small.forward(batch), whole.forward(batch)
+    assert len(parts.logits) == len(reference.logits) == 2
+    for mine, theirs in zip([parts.embedding, parts.attention, *parts.logits, *parts.attentions],
+                            [reference.embedding, reference.attention, *reference.logits, *reference.attentions]):
+        assert mine.shape == theirs.shape
+        torch.testing.assert_close(mine.float(), theirs.float(), rtol=2e-2, atol=2e-3)  # the head ran in fp16
+    assert ((parts.embedding * reference.embedding).sum(1) > 0.99999).all()
+    torch.testing.assert_close(small.forward(batch, model.backbone), whole.forward(batch, model.backbone),
+                               rtol=1e-4, atol=1e-4)
+    small.dtype = torch.float32  # set by hand: whole batches, as asked
+    assert small.micro_batch is None
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 16)
+    assert Predictor(model, device="cpu").micro_batch is None
