@@ -289,8 +289,9 @@ def test_the_zerogpu_path_is_taken_with_the_spaces_package(served, expected):
     assert {"identify duration=60", "compare duration=60", "build_gallery duration=300"} <= set(log)
 
 
-def test_a_tampered_or_truncated_cache_is_rebuilt_after_a_restart(served, expected):
-    """Last in the module: restarts the app. Leftovers of the previous process are removed too."""
+def test_a_tampered_cache_is_rebuilt_after_a_restart(served, expected):
+    """Last in the module: restarts the app. Leftovers of the previous process are removed too. (Every
+    other way a cache can fail to verify, a truncated file included, is tests/test_overlay_gallery.py's.)"""
     from safetensors.torch import load_file, safe_open, save_file
 
     cache = Path(served.env["RNNHA_CACHE"])
@@ -301,21 +302,17 @@ def test_a_tampered_or_truncated_cache_is_rebuilt_after_a_restart(served, expect
         if metadata["count"] == shipped:
             break
     assert metadata["count"] == shipped
-    for attack, expect_log in (("numbers", "does not verify (sha256)"), ("truncate", "is unreadable")):
-        served.stop()
-        if attack == "numbers":  # still a valid safetensors file with the right metadata
-            tensors = load_file(str(cached))
-            tensors["embeddings"] = tensors["embeddings"].flip(0).contiguous()
-            save_file(tensors, str(cached), metadata=metadata)
-        else:
-            cached.write_bytes(cached.read_bytes()[: cached.stat().st_size // 2])
-        leftover = cache / "uploads" / "gallery-old" / "car_0001_cam1.jpg"
-        leftover.parent.mkdir(parents=True, exist_ok=True)
-        leftover.write_bytes(b"left by a killed process")
-        orphan = cache / "galleries" / f".{cached.name}.k1ll3d.tmp"
-        orphan.write_bytes(b"half a write")
-        served.start()
-        assert not leftover.exists() and not orphan.exists()
-        assert answers(served) == expected  # the cache was rebuilt, not believed
-        assert expect_log in served.log(), served.log()[-2000:]
+    served.stop()
+    tensors = load_file(str(cached))  # still a valid safetensors file with the right metadata
+    tensors["embeddings"] = tensors["embeddings"].flip(0).contiguous()
+    save_file(tensors, str(cached), metadata=metadata)
+    leftover = cache / "uploads" / "gallery-old" / "car_0001_cam1.jpg"
+    leftover.parent.mkdir(parents=True, exist_ok=True)
+    leftover.write_bytes(b"left by a killed process")
+    orphan = cache / "galleries" / f".{cached.name}.k1ll3d.tmp"
+    orphan.write_bytes(b"half a write")
+    served.start()
+    assert not leftover.exists() and not orphan.exists()
+    assert answers(served) == expected  # the cache was rebuilt, not believed
+    assert "does not verify (sha256)" in served.log(), served.log()[-2000:]
     still_serving(served, expected)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, seed_cache
 
 pytestmark = pytest.mark.slow
 README = (REPO / "README.md").read_text(encoding="utf-8")
@@ -36,11 +36,14 @@ def commands(block: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def places(tmp_path_factory, khoa_pair, khoa_root, cars_root) -> dict[str, str]:
-    """Each placeholder of the README and the real file or folder it stands for."""
+def places(tmp_path_factory, khoa_pair, khoa_root, cars_root, gallery_cache) -> dict[str, str]:
+    """Each placeholder of the README and the real file or folder it stands for. The commands share one
+    RNNHA_CACHE, seeded with the shipped gallery's embeddings (conftest.gallery_cache) as a user's cache
+    is after the first run; the CLI and the app verify it before use."""
     import layouts
 
     work = tmp_path_factory.mktemp("readme")
+    seed_cache(work / "cache", gallery_cache)
     photos = work / "my_photos"
     photos.mkdir()
     for source in sorted((REPO / "assets" / "gallery").glob("*.jpg"))[:6]:
@@ -54,7 +57,7 @@ def places(tmp_path_factory, khoa_pair, khoa_root, cars_root) -> dict[str, str]:
 
 def substitute(text: str, places: dict[str, str]) -> str:
     for placeholder, real in places.items():
-        if placeholder != "work":
+        if placeholder != "work":  # the working folder, with the cache in it
             text = re.sub(rf"(?<![\w/.-]){re.escape(placeholder)}(?![\w])", real, text)
     return text
 
@@ -66,7 +69,8 @@ def run(command: str, cwd: str, expect: int = 0) -> subprocess.CompletedProcess:
     elif args[0] in ("python", "python3"):
         args[0] = sys.executable
     proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"})
+                          env={**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1",
+                               "RNNHA_CACHE": str(Path(cwd) / "cache")})
     assert proc.returncode == expect, (command, proc.stdout[-2000:], proc.stderr[-3000:])
     return proc
 
@@ -93,7 +97,7 @@ def test_the_command_line_quick_start(places):
             port = _free_port()
             proc = subprocess.Popen([sys.executable, "-m", "zoo.cli", "app"], cwd=places["work"],
                                     env={**os.environ, "PYTHONPATH": str(REPO), "GRADIO_SERVER_PORT": str(port),
-                                         "RNNHA_CACHE": str(Path(places["work"]) / "app-cache")},
+                                         "RNNHA_CACHE": str(Path(places["work"]) / "cache")},
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             try:
                 import httpx
