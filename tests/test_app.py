@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -34,10 +35,13 @@ def test_named_endpoints(client):
 def test_identify_gives_a_car_model_and_five_sorted_matches(client):
     label, matches, images, overlay, note, path = identify(client, GALLERY / "car_0139_cam1.jpg")
     assert label["label"] and len(label["confidences"]) == 5
-    # the path of the two-level default: its car-model level alone, uncalibrated, a guess under 50 %
+    # the three-level default's path, calibrated: the type first ("car 99 % → ..."), then the car model,
+    # whose top-5 the label shows once the type is sure; the headline is the deepest level it is sure of
     top = label["confidences"][0]
-    assert path.startswith("**Not sure** · " if top["confidence"] < 0.5 else f"**{top['label']}** · ")
-    assert f"{top['label']} {100 * top['confidence']:.0f} %" in path and "not calibrated" in path
+    assert re.match(r"\*\*.+\*\* · car \d+ % → ", path) and "not calibrated" not in path, path
+    step = f"{top['label']} {100 * top['confidence']:.0f} %"
+    assert path.endswith(step if top["confidence"] >= 0.5 else step + " (not sure)"), path
+    assert path.startswith(f"**{top['label']}** · " if top["confidence"] >= 0.5 else "**car** · "), path
     confidences = [c["confidence"] for c in label["confidences"]]
     assert confidences == sorted(confidences, reverse=True) and 0 < confidences[0] <= 1
     rows = matches["data"]
@@ -57,8 +61,11 @@ def test_compare_ranks_one_vehicle_above_two(client):
     different = client.predict(handle_file(str(GALLERY / "car_0139_cam1.jpg")),
                                handle_file(str(GALLERY / "truck_0010_cam2.jpg")), api_name="/compare")
     assert -1 <= different[0] < same[0] <= 1
-    assert same[1] in {"same vehicle", "different vehicles"} and "Threshold" in same[4]
-    assert same[5] is None  # the default folder has no calibration pairs to draw
+    assert same[1].split(" (")[0] in {"same vehicle", "different vehicles"} and "Threshold" in same[4]
+    # the verdict with its probability, and the pair among the default's calibration pairs
+    assert re.search(r"\(probability of the same vehicle \d+ %\)", same[1]) and same[5] is not None
+    with Image.open(same[5]) as picture:
+        assert picture.width > 200 and picture.height > 100
     with Image.open(same[2]) as a, Image.open(GALLERY / "car_0139_cam1.jpg") as original:
         assert a.size == original.size
 
@@ -243,4 +250,4 @@ def test_compare_embeds_no_gallery(monkeypatch, khoa_pair):
     monkeypatch.setattr(app, "_gallery", lambda *args: pytest.fail("compare built a gallery"))
     monkeypatch.setattr(app, "_upload", lambda image: (Path(image), Path(image).name))
     similarity, verdict, overlay_a, overlay_b, note, picture = app.compare(str(khoa_pair[0]), str(khoa_pair[1]), "default")
-    assert verdict == "same vehicle" and 0 < similarity <= 1 and "Threshold" in note
+    assert verdict.startswith("same vehicle (probability") and 0 < similarity <= 1 and "Threshold" in note

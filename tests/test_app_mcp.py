@@ -37,5 +37,5 @@ def test_mcp_server_lists_identify_and_compare_with_their_inputs(tmp_path):
         properties = tool.inputSchema["properties"]
         assert list(properties) == inputs
         assert all(properties[name]["description"] for name in inputs), properties
-        assert properties["model"]["enum"] == ["default"]  # only the zoo's models, as the UI offers
+        assert properties["model"]["enum"] == ["default", "two-level"]  # only the zoo's models, as the UI offers
     assert "photo of one vehicle" in identify.inputSchema["properties"]["image"]["description"]

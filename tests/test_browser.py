@@ -3,6 +3,7 @@ waits for the result and saves a screenshot (RNNHA_SCREENSHOTS=docs/ refreshes t
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from conftest import REPO
 playwright = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 GALLERY = REPO / "assets" / "gallery"
+NOT_SURE = "car_0036_cam2.jpg"  # a car whose car model the default model is not sure of (15 %)
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
                                 reason="Debian's chromium is not installed (.ci/run installs it with apt-get)")
 
@@ -38,6 +40,8 @@ def screenshot(page, path: Path):
     """After every image on the page has loaded (the matches arrive after the table)."""
     page.wait_for_function("() => [...document.images].every(i => i.complete && i.naturalWidth > 0)",
                            timeout=60_000)
+    page.wait_for_function("() => !document.querySelector('.pending, .generating')", timeout=60_000)
+    page.wait_for_timeout(500)  # the outputs fade back in from their pending state
     page.screenshot(path=str(path), full_page=True)
 
 
@@ -51,7 +55,18 @@ def test_identify_tab(page, shots):
     page.get_by_role("button", name="Identify", exact=True).click()
     page.wait_for_selector("text=Query identity: car_0139", timeout=120_000)
     assert page.locator("text=car_0139_cam2.jpg").count() >= 1  # its other view is among the matches
+    assert page.get_by_text(re.compile(r"car \d+ % → ")).count() >= 1  # the coarse-to-fine path
     screenshot(page, shots / "identify.png")
+
+
+def test_identify_tab_says_not_sure(page, shots):
+    """A traffic-camera car whose car model the calibrated default is not sure of: the path stops there."""
+    open_tab(page, "Identify")
+    page.locator("input[type=file]").first.set_input_files(str(GALLERY / NOT_SURE))
+    page.get_by_role("button", name="Identify", exact=True).click()
+    page.wait_for_selector(f"text=Query identity: {NOT_SURE.rsplit('_', 1)[0]}", timeout=120_000)
+    assert page.locator("text=(not sure)").count() >= 1
+    screenshot(page, shots / "identify-not-sure.png")
 
 
 def test_compare_tab(page, shots):
@@ -64,6 +79,10 @@ def test_compare_tab(page, shots):
     page.wait_for_function("() => [...document.querySelectorAll('textarea, input')].some("
                            "e => /same vehicle|different vehicles/.test(e.value))", timeout=120_000)
     assert float(tab.get_by_label("Cosine similarity").input_value()) > 0
+    page.wait_for_function("() => [...document.querySelectorAll('textarea, input')].some("
+                           "e => /probability of the same vehicle \\d+ %/.test(e.value))", timeout=30_000)
+    # the pair among the calibration pairs (the default is calibrated for it)
+    tab.locator(".block", has_text="This pair among the calibration pairs").locator("img").first.wait_for(timeout=30_000)
     screenshot(page, shots / "compare.png")
 
 

@@ -36,10 +36,20 @@ def test_shipped_as_the_zoo_format(document):
     assert document["zoo"]["sha256"] == sha256_file(weights)  # load_model checks it too
     card = ModelCard.load(FOLDER / "README.md")
     assert card.data.license == "other" and "research use only" in card.text
-    assert "configs/default/default.yaml" in card.text
+    assert "configs/hierarchy/three_level.yaml" in card.text
     assert -1 < document["same_vehicle_threshold"] < 1 and "val.txt" in document["threshold_source"]
-    names = document["config"]["class_names"][0]
-    assert len(names) == 199 and {"motorcycle", "truck", "bus", "Audi TTS Coupe 2012"} <= set(names)
+    # three levels: vehicle type, car model (under "car" only), identity
+    config = document["config"]
+    assert config["level_names"] == ["type", "model", "vehicle"]
+    types, models = config["class_names"][:2]
+    assert sorted(types) == ["bus", "car", "motorcycle", "truck"]
+    assert len(models) == 196 and "Audi TTS Coupe 2012" in models
+    assert sorted(document["hierarchy"]["model"]["type"]) == ["car"]
+    # calibrated: a temperature per coarse level, fitted on images never trained on, and the same-vehicle
+    # probability with the picture of its calibration pairs (also on the card)
+    assert set(document["calibration"]["temperatures"]) == {"type", "model"}
+    assert "## Calibrated probabilities" in card.text and "similarity.png" in card.text
+    assert (FOLDER / "similarity.png").stat().st_size > 5_000
 
 
 def test_predicts_car_models_and_matches_views(predictor, cars_root, khoa_root):

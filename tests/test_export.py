@@ -107,7 +107,7 @@ def test_the_manifest_records_files_digests_and_weights(exported):
     assert all(sha256_file(folder / f) == digest for f, digest in manifest["files"].items())
     weights = sha256_file(folder / "model.safetensors")
     assert manifest["weights_sha256"] == read_folder_config(folder)[1].sha256 == weights
-    assert manifest["outputs"] == ["embedding", "logits_model", "logits_vehicle", "attention"]
+    assert manifest["outputs"] == ["embedding", "logits_type", "logits_model", "logits_vehicle", "attention"]
 
 
 def test_load_model_runs_each_backend_in_a_predictor(exported):
@@ -120,7 +120,7 @@ def test_load_model_runs_each_backend_in_a_predictor(exported):
         embeddings = predictor.embed(exported.images[:3])
         assert embeddings.shape == (3, 1024) and float(cosine(embeddings, reference).min()) >= 0.99
         prediction = predictor.predict(exported.images[:1], topk=2)[0]
-        assert set(prediction.levels) == {"model", "vehicle"} and len(prediction.levels["model"]) == 2
+        assert set(prediction.levels) == {"type", "model", "vehicle"} and len(prediction.levels["model"]) == 2
         assert prediction.attention.shape == (10, 10) and abs(float(prediction.attention.sum()) - 1) < 1e-3
         fingerprints.add(predictor.fingerprint)  # a gallery cache of one never serves another
         with pytest.raises(ValueError, match="exported model"):

@@ -1,5 +1,5 @@
-"""Built-in entries. The embedded default model lives in assets/default (registered once it is there),
-installed with the package as zoo/assets/default."""
+"""Built-in entries. The embedded models live in assets/default and assets/two_level (each registered
+once it is there), installed with the package as zoo/assets/."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,5 +23,8 @@ def _from_folder(name: str, folder: Path) -> ZooEntry:
                     tags=tuple(info.tags))
 
 
-if (ASSETS / "default" / "config.json").is_file():
-    register_model(_from_folder("default", ASSETS / "default"))
+# the three-level default (vehicle type -> car model -> identity, calibrated) and the two-level model it
+# replaced (car model -> identity), whose re-id is the best of the shipped models
+for _name, _folder in (("default", "default"), ("two-level", "two_level")):
+    if (ASSETS / _folder / "config.json").is_file():
+        register_model(_from_folder(_name, ASSETS / _folder))
