@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Reproduces assets/default from scratch: train the recipe's stages in order (each starts from the last
+# Reproduces assets/two_level (zoo name two-level; the default model until the three-level one of
+# configs/hierarchy/ship.sh replaced it) from scratch: train the recipe's stages in order (each starts from the last
 # weights of the one before: 224 px, then 288 px, then 320 px), export fp16 weights with the same-vehicle
 # threshold calibrated on the validation pairs, measure the exported folder itself, and write those
 # figures into its config.json and model card. SKIP_TRAIN=1 reuses existing runs.
@@ -7,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source configs/ship_lib.sh
-OUT=${OUT:-assets/default}
+OUT=${OUT:-assets/two_level}
 train_stages default default default_hires default_hires320
 
 ship() {
