@@ -128,7 +128,7 @@ def test_only_the_zoo_models_load(served, expected, hub):
              "/no/such/folder", "../assets/default", "assets/default", "default ", "DEFAULT", "x" * 10_000]
     messages = {refused(served, "identify", query, name, False) for name in names}
     messages |= {refused(served, "identify", query, name, False) for name in (None, 3, ["default"], {"a": 1})}
-    assert messages == {"Unknown model: choose one of default."}  # no word about which folders exist
+    assert messages == {"Unknown model: choose one of default, two-level."}  # no word about which folders exist
     assert refused(served, "compare", query, query, "hf-hub:org/model", False) in messages
     assert refused(served, "browse_next", "/etc", 0, False) in messages
     assert hub.requests == []  # the server never asked the Hub for anything
