@@ -15,7 +15,7 @@ ship() {
   python -m rnnha.export "$RUN/last.safetensors" "$OUT" --dtype float16 --name rnnha-default \
     --license other \
     --description "RNN-HA, EfficientNet-Lite0, 320 px, three levels: vehicle type, car model (196 Stanford Cars classes), vehicle re-id; calibrated probabilities; trained on a CPU" \
-    --training-data "The train list of the two-camera Vehicle Re-ID dataset by Khoa Nguyen Truong (Apache-2.0) and the Stanford Cars train split (Krause et al., 3dRR 2013) less 10 % of each class held out, each less a further 10 % set aside to fit the temperatures. Stanford Cars is for non-commercial research use only, and so are these weights." \
+    --training-data "The train list of the two-camera Vehicle Re-ID dataset by Khoa Nguyen Truong (Apache-2.0) and the Stanford Cars train split (Krause et al., 3dRR 2013) less 10 % of each class held out, each less a further 5 % set aside to fit the temperatures. Stanford Cars is for non-commercial research use only, and so are these weights." \
     --temperatures --calibrate two-camera "$DATA/khoa-vehicle-reid" --calibrate-list val.txt \
     --command "$COMMAND" "$@"
 }
