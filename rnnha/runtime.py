@@ -34,9 +34,10 @@ from .model import RNNHA, RNNHAOutput
 from .pretrained import WEIGHTS_NAME, read_folder_config, save_pretrained, sha256_file
 from .transforms import resolve_preprocessing
 
-__all__ = ["export", "export_onnx", "quantize_int8", "export_openvino", "load_backend", "export_command",
-           "read_manifest", "backend_table", "Backend", "OnnxRuntimeBackend", "OpenVINOBackend", "FORMATS", "BACKENDS",
-           "MIN_INT8_COSINE", "ONNX_NAME", "INT8_NAME", "OPENVINO_NAME", "MANIFEST_NAME"]
+__all__ = ["export", "export_onnx", "quantize_int8", "quantize_int8_checked", "export_openvino", "load_backend",
+           "export_command", "read_manifest", "backend_table", "Backend", "OnnxRuntimeBackend",
+           "OpenVINOBackend", "FORMATS", "BACKENDS", "MIN_INT8_COSINE", "ONNX_NAME", "INT8_NAME",
+           "OPENVINO_NAME", "MANIFEST_NAME"]
 
 INSTALL = 'pip install "rnnha[export]"'
 FORMATS = ("onnx", "openvino")
@@ -167,6 +168,26 @@ def quantize_int8(onnx_path: str | Path, path: str | Path, calibration: torch.Te
     return path
 
 
+def quantize_int8_checked(onnx_path: str | Path, path: str | Path, calibration: torch.Tensor, batch: torch.Tensor,
+                          reference: RNNHAOutput, recipes: Sequence[dict] | None = None) -> tuple[dict | None, list]:
+    """quantize_int8 with each recipe in turn (INT8_RECIPES by default) until one's least embedding cosine
+    to `reference` on `batch` reaches MIN_INT8_COSINE; that one is left at `path`. Returns the recipe kept
+    (None if none was) and the parity figures of each recipe tried."""
+    tried = []
+    for recipe in INT8_RECIPES if recipes is None else recipes:
+        figures = _parity(OnnxRuntimeBackend(quantize_int8(onnx_path, path, calibration, recipe)), batch, reference)
+        tried.append(figures)
+        if figures["min_cosine"] >= MIN_INT8_COSINE:
+            return recipe, tried
+    Path(path).unlink(missing_ok=True)
+    return None, tried
+
+
+def _recipe_figure(recipe: dict, figures: dict) -> str:
+    return (f"{figures['min_cosine']} (fp32 to stride {recipe['fp32_stride']}"
+            f"{', 7-bit weights' if recipe['reduce_range'] else ''})")
+
+
 def export_openvino(onnx_path: str | Path, path: str | Path) -> Path:
     """OpenVINO IR (model.xml + model.bin beside it) of an ONNX file, fp32 weights (the CPU plugin picks
     its inference precision when it compiles: OpenVINOBackend). Each file replaced atomically."""
@@ -247,22 +268,17 @@ def export(model_or_predictor, out_dir: str | Path, formats: Sequence[str] = ("o
         if "onnx" in formats:
             record("onnxruntime", check(lambda: OnnxRuntimeBackend(onnx_file)))
         if int8:
-            tried = []
-            for recipe in INT8_RECIPES:  # the first within MIN_INT8_COSINE
-                candidate = quantize_int8(onnx_file, Path(work) / INT8_NAME, calibration, recipe)
-                figures = _parity(OnnxRuntimeBackend(candidate), batch, reference)
-                if figures["min_cosine"] >= MIN_INT8_COSINE:
-                    os.replace(candidate, folder / INT8_NAME)
-                    record("onnxruntime-int8", quantization={**recipe, "calibration_images": len(calibration)},
-                           parity=figures)
-                    break
-                tried.append(f"{figures['min_cosine']} (fp32 to stride {recipe['fp32_stride']}"
-                             f"{', 7-bit weights' if recipe['reduce_range'] else ''})")
+            recipe, tried = quantize_int8_checked(onnx_file, Path(work) / INT8_NAME, calibration, batch, reference)
+            if recipe is not None:
+                os.replace(Path(work) / INT8_NAME, folder / INT8_NAME)
+                record("onnxruntime-int8", quantization={**recipe, "calibration_images": len(calibration)},
+                       parity=tried[-1])
             else:
                 _remove(folder, "onnxruntime-int8", manifest)
                 manifest["rejected"]["onnxruntime-int8"] = (
-                    f"min cosine {' and '.join(tried)} to PyTorch fp32 on {len(batch)} images is below "
-                    f"{MIN_INT8_COSINE} (coarse top-1 agreement {figures['coarse_top1_agreement']})")
+                    f"min cosine {' and '.join(_recipe_figure(r, f) for r, f in zip(INT8_RECIPES, tried))} to "
+                    f"PyTorch fp32 on {len(batch)} images is below {MIN_INT8_COSINE} "
+                    f"(coarse top-1 agreement {tried[-1]['coarse_top1_agreement']})")
         if "openvino" in formats:
             export_openvino(onnx_file, folder / OPENVINO_NAME)
             backend = check(lambda: OpenVINOBackend(folder / OPENVINO_NAME))

@@ -91,18 +91,22 @@ def test_int8_is_kept_only_within_cosine_0_99(exported):
     assert not torch.allclose(out.embedding, exported.reference.embedding, atol=1e-4)  # really quantized
 
 
-def test_int8_tries_its_recipes_in_order_and_keeps_the_first_within_0_99(exported, tmp_path, monkeypatch):
-    """A recipe that quantizes every convolution but the stem's is far below 0.99 on this model: export
-    falls back to the next recipe, keeps that one and records it."""
-    from rnnha import runtime
+def test_int8_tries_its_recipes_in_order_and_keeps_the_first_within_0_99(exported, tmp_path):
+    """A recipe that quantizes every convolution but the stem's is far below 0.99 on this model: the next
+    recipe is tried and kept; where none holds, nothing is left behind."""
+    from rnnha.runtime import INT8_RECIPES, quantize_int8_checked
 
-    everything = {**runtime.INT8_RECIPES[0], "fp32_stride": 1, "quantized": "every Conv but the stem's"}
-    monkeypatch.setattr(runtime, "INT8_RECIPES", (everything, runtime.INT8_RECIPES[-1]))
-    manifest = runtime.export(exported.predictor, tmp_path / "ladder", ("onnx",), int8=True, images=exported.images)
-    assert manifest["rejected"] == {}, manifest["rejected"]
-    kept = manifest["backends"]["onnxruntime-int8"]
-    assert {k: v for k, v in kept["quantization"].items() if k != "calibration_images"} == runtime.INT8_RECIPES[-1]
-    assert kept["parity"]["min_cosine"] >= 0.99
+    everything = {**INT8_RECIPES[0], "fp32_stride": 1, "quantized": "every Conv but the stem's"}
+    calibration, check = exported.batch[0::2], exported.batch[1::2]  # as export() splits them
+    reference = exported.predictor.forward(check)
+    path = tmp_path / "model.int8.onnx"
+    kept, tried = quantize_int8_checked(exported.folder / "model.onnx", path, calibration, check, reference,
+                                        (everything, INT8_RECIPES[-1]))
+    assert kept == INT8_RECIPES[-1] and path.is_file()
+    assert tried[0]["min_cosine"] < 0.99 <= tried[1]["min_cosine"] and tried[1]["images"] == 8
+    kept, tried = quantize_int8_checked(exported.folder / "model.onnx", path, calibration, check, reference,
+                                        (everything,))
+    assert kept is None and len(tried) == 1 and not path.exists()
     assert exported.manifest["backends"]["onnxruntime-int8"]["quantization"]["fp32_stride"] in (8, 16)
 
 
