@@ -237,7 +237,8 @@ def export(model_or_predictor, out_dir: str | Path, formats: Sequence[str] = ("o
 
     int8 calibrates on every other image and is checked on the rest (parity then is on those for every
     backend); the first of INT8_RECIPES whose least cosine reaches MIN_INT8_COSINE is written and recorded,
-    and where none does the manifest's `rejected` says why. Exports of other weights left in the folder are removed."""
+    and where none does the manifest's `rejected` says why. Exports of other weights left in the folder
+    are removed."""
     formats = tuple(dict.fromkeys(formats))
     if not formats or set(formats) - set(FORMATS):
         raise ValueError(f"formats must be some of {FORMATS}, got {formats}")
