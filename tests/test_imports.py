@@ -113,18 +113,40 @@ def test_the_house_is_one_way():
     assert all(f == "main" or f.startswith("_named") for fs in reaching.values() for f in fs), reaching
 
 
-@pytest.mark.parametrize("module, absent", [
-    ("rnnha", ("zoo", "gradio", "app")),
-    ("rnnha.model", ("zoo", "gradio", "app")),
-    ("rnnha.train", ("zoo", "gradio", "app")),
-    ("rnnha.evaluate", ("zoo", "gradio", "app")),
-    ("rnnha.export", ("zoo", "gradio", "app")),
-    ("rnnha.pretrained", ("zoo", "gradio", "app")),
-    ("rnnha.service", ("zoo", "gradio", "app")),
-    ("zoo", ("gradio", "app")),
-])
-def test_importing_pulls_in_nothing_outward(module, absent):
-    code = f"import sys, {module}; print(sorted(m for m in {absent!r} if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == "[]", f"importing {module} imported {out.stdout.strip()}"
+OUTWARD = {  # module -> what importing it must not import
+    "rnnha": ("zoo", "gradio", "app"),
+    "rnnha.model": ("zoo", "gradio", "app"),
+    "rnnha.train": ("zoo", "gradio", "app"),
+    "rnnha.evaluate": ("zoo", "gradio", "app"),
+    "rnnha.export": ("zoo", "gradio", "app"),
+    "rnnha.pretrained": ("zoo", "gradio", "app"),
+    "rnnha.service": ("zoo", "gradio", "app"),
+    "zoo": ("gradio", "app"),
+}
+
+
+@pytest.fixture(scope="module")
+def imported():
+    """Each module of OUTWARD imported in a fresh interpreter, all at once (each spends seconds importing
+    torch): module -> (return code, stdout, stderr)."""
+    processes = {module: subprocess.Popen(
+        [sys.executable, "-c", f"import sys, {module}; print(sorted(m for m in {absent!r} if m in sys.modules))"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for module, absent in OUTWARD.items()}
+    results = {}
+    try:
+        for module, process in processes.items():
+            stdout, stderr = process.communicate(timeout=300)
+            results[module] = (process.returncode, stdout, stderr)
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    return results
+
+
+@pytest.mark.parametrize("module", list(OUTWARD))
+def test_importing_pulls_in_nothing_outward(module, imported):
+    returncode, stdout, stderr = imported[module]
+    assert returncode == 0, stderr[-2000:]
+    assert stdout.strip() == "[]", f"importing {module} imported {stdout.strip()}"
