@@ -10,7 +10,13 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("RNNHA_DATA", REPO.parent / "shared" / "data"))
 
-torch.set_num_threads(max(1, os.cpu_count() or 1))
+# The suite runs in pytest-xdist workers (pyproject: -n auto, one file per worker at a time): the cores are
+# shared out among them, and the subprocesses a test starts (OMP_NUM_THREADS) get the worker's share.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = max(1, (os.cpu_count() or 1) // WORKERS)
+if WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
+torch.set_num_threads(THREADS)
 
 
 def _data_dir(name: str) -> Path:
