@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Reproduces the three-level model (vehicle type -> car model -> identity) from scratch: train the
-# recipe's stages in order (224 px, then 288 px, then 320 px, each from the last weights of the one
-# before; resumable), export fp16 weights with the temperatures fitted on the calibration parts of the
+# Reproduces the three-level default model (vehicle type -> car model -> identity) from scratch: train
+# the recipe's two stages in order (224 px, then 320 px from the first's last weights, the backbone's
+# first three stages frozen throughout; resumable), export fp16 weights with the temperatures fitted on the calibration parts of the
 # training data and the same-vehicle threshold and probability calibrated on the validation pairs,
 # measure the exported folder itself, and write those figures into its config.json and model card.
 # SKIP_TRAIN=1 reuses existing runs; OUT=assets/default makes it the shipped model.
@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 source configs/ship_lib.sh
 OUT=${OUT:-runs/three_level_folder}
-train_stages hierarchy three_level three_level_hires three_level_hires320
+train_stages hierarchy three_level three_level_320_frozen
 
 ship() {
   python -m rnnha.export "$RUN/last.safetensors" "$OUT" --dtype float16 --name rnnha-default \
