@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Reproduces the three-level default model (vehicle type -> car model -> identity) from scratch: train
 # the recipe's two stages in order (224 px, then 320 px from the first's last weights, the backbone's
-# first three stages frozen throughout; resumable), export fp16 weights with the temperatures fitted on the calibration parts of the
-# training data and the same-vehicle threshold and probability calibrated on the validation pairs,
-# measure the exported folder itself, and write those figures into its config.json and model card.
+# first three stages frozen throughout; resumable), export fp16 weights with the temperatures fitted on
+# the calibration parts of the training data and the same-vehicle threshold and probability calibrated
+# on the validation pairs, measure the exported folder itself, and write those figures into its
+# config.json and model card.
 # SKIP_TRAIN=1 reuses existing runs; OUT=assets/default makes it the shipped model.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
