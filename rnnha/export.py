@@ -137,6 +137,9 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: torch.
     start = f", starting from the weights of `{train_cfg['init_from']}`," if train_cfg.get("init_from") else ""
     training = (f"Trained for {record.get('epoch')} epochs on {', '.join(datasets) or 'unknown data'}{start} "
                 f"with `{command or 'python -m rnnha.train'}` (the recipe is in config.json, key `training`).")
+    if record.get("soup"):  # rnnha.soup: the recipe is the first ingredient's
+        training += (f" The weights are the average of {len(record['soup'])} checkpoints fine-tuned from the same "
+                     f"weights (a model soup, `python -m rnnha.soup`): {', '.join(f'`{p}`' for p in record['soup'])}.")
     if training_data:
         training += f"\n\n**Training data.** {training_data}"
     info = ModelInfo(training=train_cfg, metrics=metrics, epochs_trained=record.get("epoch"), description=description,
