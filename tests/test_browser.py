@@ -14,7 +14,7 @@ from conftest import REPO
 playwright = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 GALLERY = REPO / "assets" / "gallery"
-NOT_SURE = "car_0036_cam2.jpg"  # a car whose car model the default model is not sure of (19 %)
+NOT_SURE = "car_0036_cam2.jpg"  # a car whose car model the default model is not sure of (15 %)
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
                                 reason="Debian's chromium is not installed (.ci/run installs it with apt-get)")
 
