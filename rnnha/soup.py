@@ -27,24 +27,22 @@ def average_checkpoints(paths: list[str | Path], out: str | Path) -> dict:
     """Write the uniform soup of `paths` to `out`; returns its trainer record."""
     if len(paths) < 2:
         raise CheckpointError("a soup needs at least two checkpoints")
-    total, first, names = None, None, None
-    for path in paths:
+    tensors, first = read_checkpoint(paths[0])
+    state = model_state(tensors)
+    total = {k: v.double() if v.is_floating_point() else v for k, v in state.items()}  # counters: the first's
+    for path in paths[1:]:
         tensors, record = read_checkpoint(path)
-        state = model_state(tensors)
-        if first is None:
-            first, names = record, sorted(state)
-            total = {k: v.double() if v.is_floating_point() else v for k, v in state.items()}
-            continue
-        if record["model_config"] != first["model_config"] or sorted(state) != names:
+        other = model_state(tensors)
+        if record["model_config"] != first["model_config"] or sorted(other) != sorted(state):
             raise CheckpointError(f"{path} is not the same model as {paths[0]} (architecture or classes differ): "
                                   "a soup averages fine-tuned copies of one model")
-        for k, v in state.items():
+        for k, v in other.items():
             if v.shape != total[k].shape:
                 raise CheckpointError(f"{path}: {k} has shape {tuple(v.shape)}, {tuple(total[k].shape)} in {paths[0]}")
             if v.is_floating_point():
                 total[k] += v.double()
-    dtypes = {k: v.dtype for k, v in model_state(read_checkpoint(paths[0])[0]).items()}
-    soup = {f"model/{k}": (v / len(paths)).to(dtypes[k]) if v.is_floating_point() else v for k, v in total.items()}
+    soup = {f"model/{k}": (v / len(paths)).to(state[k].dtype) if v.is_floating_point() else v
+            for k, v in total.items()}
     # the record of the first ingredient, less what belongs to its run alone (optimizer, RNG, validation)
     record = {k: v for k, v in first.items() if k not in ("optimizer", "scheduler", "rng", "history")}
     record["soup"] = [str(p) for p in paths]
