@@ -3,10 +3,9 @@
 # the recipe's stages in order (224 px, then 320 px from the first's last weights, then twice 320 px with
 # colour jitter from the second's, two seeds; the backbone's first three stages frozen throughout;
 # resumable), average the last three stages' last weights (rnnha.soup), export fp16 weights with the
-# temperatures fitted on
-# the calibration parts of the training data and the same-vehicle threshold and probability calibrated
-# on the validation pairs, measure the exported folder itself, and write those figures into its
-# config.json and model card.
+# temperatures fitted on the calibration parts of the training data and the same-vehicle threshold and
+# probability calibrated on the validation pairs, measure the exported folder itself, and write those
+# figures into its config.json and model card.
 # SKIP_TRAIN=1 reuses existing runs; OUT=assets/default makes it the shipped model.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
